@@ -74,6 +74,9 @@ type Result struct {
 	Canary Numbers
 	Stable Numbers
 	Checks []CheckResult
+	// Judge holds the sequential tests behind the verdict, one per metric
+	// ("errors", "latency"); empty when they could not be run.
+	Judge []Sequential
 }
 
 // Analyzer runs one check. Implementations never panic and never return a
@@ -81,3 +84,40 @@ type Result struct {
 type Analyzer interface {
 	Analyze(ctx context.Context, t Target) Result
 }
+
+// Sequential reports one canary-vs-stable sequential test (see the package
+// doc): on the share of bad outcomes (failed responses, or responses slower
+// than a latency bound) accumulated from Target.Since to Target.Now.
+type Sequential struct {
+	// Metric is "errors" or "latency".
+	Metric string `json:"metric"`
+	// Decision is DecisionWorse, DecisionNotWorse, DecisionUndecided or DecisionSkipped.
+	Decision string `json:"decision"`
+	// CanaryTotal/CanaryBad and StableTotal/StableBad are the counts the test saw.
+	CanaryTotal float64 `json:"canaryTotal"`
+	CanaryBad   float64 `json:"canaryBad"`
+	StableTotal float64 `json:"stableTotal"`
+	StableBad   float64 `json:"stableBad"`
+	// P0 is the bad share the canary may have and still pass (stable's share
+	// plus the tolerance); P1 the share the test is built to catch.
+	P0 float64 `json:"p0"`
+	P1 float64 `json:"p1"`
+	// LogLR is the log likelihood ratio of P1 against P0; the test rejects the
+	// canary at or above Upper and calls it not worse at or below Lower.
+	LogLR float64 `json:"logLR"`
+	Upper float64 `json:"upper"`
+	Lower float64 `json:"lower"`
+	// BoundMs is the latency bound (ms) for Metric "latency": a response
+	// slower than this counts as bad.
+	BoundMs float64 `json:"boundMs,omitempty"`
+	// Note says why the test was skipped, when it was.
+	Note string `json:"note,omitempty"`
+}
+
+// Decisions of a Sequential test.
+const (
+	DecisionWorse     = "worse"
+	DecisionNotWorse  = "not-worse"
+	DecisionUndecided = "undecided"
+	DecisionSkipped   = "skipped"
+)

@@ -1,0 +1,175 @@
+package analysis
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"time"
+)
+
+// JudgeConfig tunes the canary-vs-stable sequential test (see the package doc
+// for the maths). Zero fields take the defaults in brackets.
+type JudgeConfig struct {
+	// Alpha bounds the chance of rolling back a canary that is no worse than
+	// stable + Tolerance, over the whole rollout however often it is checked [0.01].
+	Alpha float64
+	// Beta bounds the chance of calling "not worse" a canary that is worse
+	// by Tolerance + Effect or more [0.01].
+	Beta float64
+	// Tolerance is how many percentage points the canary's bad share (errors,
+	// or responses slower than the latency bound) may exceed stable's and
+	// still count as "not worse" [0.5].
+	Tolerance float64
+	// Effect is how many points beyond Tolerance the test is built to catch
+	// quickly: it sets the alternative hypothesis. Smaller catches subtler
+	// regressions but needs more requests for every decision [2].
+	Effect float64
+	// Disabled turns the test off: only the thresholds judge.
+	Disabled bool
+}
+
+// Judge defaults.
+const (
+	DefaultAlpha     = 0.01
+	DefaultBeta      = 0.01
+	DefaultTolerance = 0.5 // percentage points
+	DefaultEffect    = 2.0 // percentage points
+)
+
+// minP0 keeps log(p1/p0) finite when stable shows no bad outcome and the
+// tolerance is zero.
+const minP0 = 1e-4
+
+func (j JudgeConfig) withDefaults() JudgeConfig {
+	if j.Alpha == 0 {
+		j.Alpha = DefaultAlpha
+	}
+	if j.Beta == 0 {
+		j.Beta = DefaultBeta
+	}
+	if j.Tolerance == 0 {
+		j.Tolerance = DefaultTolerance
+	}
+	if j.Effect == 0 {
+		j.Effect = DefaultEffect
+	}
+	return j
+}
+
+func (j JudgeConfig) validate() error {
+	var errs []error
+	if !(j.Alpha > 0 && j.Alpha < 0.5) {
+		errs = append(errs, fmt.Errorf("judge alpha %v: want 0 < alpha < 0.5", j.Alpha))
+	}
+	if !(j.Beta > 0 && j.Beta < 0.5) {
+		errs = append(errs, fmt.Errorf("judge beta %v: want 0 < beta < 0.5", j.Beta))
+	}
+	if !(j.Tolerance >= 0 && j.Tolerance < 50) {
+		errs = append(errs, fmt.Errorf("judge tolerance %v: want 0 ≤ points < 50", j.Tolerance))
+	}
+	if !(j.Effect > 0 && j.Effect < 50) {
+		errs = append(errs, fmt.Errorf("judge effect %v: want 0 < points < 50", j.Effect))
+	}
+	return errors.Join(errs...)
+}
+
+// judge runs one-sided Wald tests with anytime-valid boundaries.
+type judge struct {
+	tol, effect  float64 // as shares, not points
+	upper, lower float64
+}
+
+func newJudge(cfg JudgeConfig) judge {
+	return judge{
+		tol:    cfg.Tolerance / 100,
+		effect: cfg.Effect / 100,
+		// Ville's inequality: under p ≤ p0 the likelihood ratio is a
+		// non-negative supermartingale, so it ever reaches 1/α with
+		// probability ≤ α, whenever and however often it is looked at.
+		upper: math.Log(1 / cfg.Alpha),
+		// and under p = p1 its inverse ever reaches 1/β with probability ≤ β.
+		lower: math.Log(cfg.Beta),
+	}
+}
+
+// compare tests the canary's bad share against stable's plus the tolerance.
+// Stable needs minStable requests for its share to be a baseline at all.
+func (j judge) compare(metric string, canary, stable counts, minStable float64) Sequential {
+	canary, stable = roundCounts(canary), roundCounts(stable)
+	if stable.total < minStable || stable.total <= 0 {
+		s := Sequential{Metric: metric, Decision: DecisionSkipped,
+			CanaryTotal: canary.total, CanaryBad: canary.bad, StableTotal: stable.total, StableBad: stable.bad}
+		s.Note = fmt.Sprintf("stable had %.0f requests, fewer than %.0f", stable.total, minStable)
+		return s
+	}
+	s := j.against(metric, canary, stable.bad/stable.total)
+	s.StableTotal, s.StableBad = stable.total, stable.bad
+	return s
+}
+
+// against tests the canary's bad share against a fixed baseline share plus the tolerance.
+func (j judge) against(metric string, canary counts, baseline float64) Sequential {
+	canary = roundCounts(canary)
+	p0 := math.Max(baseline+j.tol, minP0)
+	p1 := p0 + j.effect
+	s := Sequential{Metric: metric, CanaryTotal: canary.total, CanaryBad: canary.bad,
+		P0: p0, P1: p1, Upper: j.upper, Lower: j.lower}
+	if p1 >= 1 {
+		s.Decision = DecisionSkipped
+		s.Note = fmt.Sprintf("baseline %s leaves no room for a worse canary", pct(100*baseline))
+		return s
+	}
+	s.LogLR = logLR(canary, p0, p1)
+	switch {
+	case canary.total <= 0:
+		s.Decision = DecisionUndecided
+	case s.LogLR >= j.upper:
+		s.Decision = DecisionWorse
+	case s.LogLR <= j.lower:
+		s.Decision = DecisionNotWorse
+	default:
+		s.Decision = DecisionUndecided
+	}
+	return s
+}
+
+// logLR is the log likelihood ratio of bad share p1 against p0 for c: each
+// bad outcome adds log(p1/p0) > 0, each good one log((1-p1)/(1-p0)) < 0.
+func logLR(c counts, p0, p1 float64) float64 {
+	return c.bad*math.Log(p1/p0) + (c.total-c.bad)*math.Log((1-p1)/(1-p0))
+}
+
+func roundCounts(c counts) counts {
+	c.total = math.Max(0, math.Round(c.total))
+	c.bad = math.Min(c.total, math.Max(0, math.Round(c.bad)))
+	return c
+}
+
+// latency turns latency into the same bad/good test: a response slower than
+// a bound is bad. The bound is stable's p99 bucket when stable has enough
+// requests, so stable's slow share is at most 1 % by construction and a
+// canary slower than stable shows a larger share; otherwise it is the first
+// bucket at or above maxP99, against a fixed 1 % (what "p99 ≤ max" means).
+func (j judge) latency(canary, stable histogram, maxP99 time.Duration, minStable float64) Sequential {
+	if stable.total() >= minStable && stable.total() > 0 {
+		if bound, ok := stable.quantileBound(0.99); ok {
+			s := j.compare("latency",
+				counts{total: canary.total(), bad: canary.slowerThan(bound)},
+				counts{total: stable.total(), bad: stable.slowerThan(bound)}, minStable)
+			s.BoundMs = bound
+			return s
+		}
+	}
+	maxMs := float64(maxP99) / float64(time.Millisecond)
+	bound, ok := canary.boundAtLeast(maxMs)
+	if !ok || maxP99 <= 0 {
+		return Sequential{Metric: "latency", Decision: DecisionSkipped,
+			CanaryTotal: canary.total(), StableTotal: stable.total(),
+			Note: "no latency bucket to compare against"}
+	}
+	s := j.against("latency", counts{total: canary.total(), bad: canary.slowerThan(bound)}, 0.01)
+	s.BoundMs = bound
+	s.StableTotal = stable.total()
+	s.Note = fmt.Sprintf("stable had too few requests; canary compared with 1%% slower than %s", ms(bound))
+	return s
+}

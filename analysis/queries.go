@@ -1,0 +1,199 @@
+package analysis
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/common/model"
+)
+
+// DefaultAdminPort is the Linkerd proxy's admin port. Prometheus scrapes and
+// kubelet probes on it are counted by the proxy as inbound requests; they are
+// not the application's traffic and would make an idle canary look busy
+// (two pods scraped every 10 s are 12 "requests" a minute), so the built-in
+// queries leave them out.
+const DefaultAdminPort = 4191
+
+// quote renders s as a PromQL double-quoted string. PromQL unquotes strings
+// with Go's rules, so strconv.Quote escapes every byte that could end the
+// literal: a hostile deployment name cannot inject PromQL.
+func quote(s string) string { return strconv.Quote(s) }
+
+// escape is quote without the surrounding quotes, for values that a custom
+// template author places inside "…" themselves.
+func escape(s string) string {
+	q := strconv.Quote(s)
+	return q[1 : len(q)-1]
+}
+
+// promRange renders a duration as a PromQL range in whole seconds, rounding
+// up so that the range never starts after the instant it is meant to cover.
+func promRange(d time.Duration) string {
+	return fmt.Sprintf("%ds", int64(math.Ceil(d.Seconds())))
+}
+
+// promDuration renders d the way a person writes it in PromQL ("1m", "1m30s").
+func promDuration(d time.Duration) string { return model.Duration(d).String() }
+
+// queryBuilder writes the built-in Linkerd queries for one target.
+type queryBuilder struct {
+	namespace, canary, stable string
+	adminPort                 int // <= 0: keep admin-port traffic
+}
+
+// selector is the label matcher for one deployment's inbound traffic.
+func (b queryBuilder) selector(deployment string) string {
+	sel := fmt.Sprintf(`namespace=%s,deployment=%s,direction="inbound"`, quote(b.namespace), quote(deployment))
+	if b.adminPort > 0 {
+		sel += fmt.Sprintf(`,target_port!="%d"`, b.adminPort)
+	}
+	return sel
+}
+
+// both applies fn (rate or increase) over rng to metric for canary and
+// stable, joined with `or`: one query returns both, told apart by the
+// `deployment` label, without a regular expression to escape.
+func (b queryBuilder) both(fn, metric, rng string) string {
+	return fmt.Sprintf("%s(%s{%s}[%s]) or %s(%s{%s}[%s])",
+		fn, metric, b.selector(b.canary), rng, fn, metric, b.selector(b.stable), rng)
+}
+
+// counts: responses by deployment and classification, increase over rng.
+func (b queryBuilder) counts(rng string) string {
+	return fmt.Sprintf("sum by (deployment, classification) (%s)", b.both("increase", "response_total", rng))
+}
+
+// p99: 99th percentile latency in ms by deployment over rng.
+func (b queryBuilder) p99(rng string) string {
+	return fmt.Sprintf("histogram_quantile(0.99, sum by (deployment, le) (%s))",
+		b.both("rate", "response_latency_ms_bucket", rng))
+}
+
+// buckets: cumulative latency bucket counts by deployment and le, increase over rng.
+func (b queryBuilder) buckets(rng string) string {
+	return fmt.Sprintf("sum by (deployment, le) (%s)", b.both("increase", "response_latency_ms_bucket", rng))
+}
+
+// outcome counts of one deployment.
+type counts struct{ total, bad float64 }
+
+// splitCounts reads a `sum by (deployment, classification)` vector into
+// canary and stable counts; "bad" is classification="failure".
+func splitCounts(v model.Value, canary, stable string) (c, s counts, err error) {
+	vec, ok := v.(model.Vector)
+	if !ok {
+		return c, s, fmt.Errorf("want a vector, got %s", v.Type())
+	}
+	for _, smp := range vec {
+		n := float64(smp.Value)
+		if math.IsNaN(n) || n < 0 {
+			continue
+		}
+		var dst *counts
+		switch string(smp.Metric["deployment"]) {
+		case canary:
+			dst = &c
+		case stable:
+			dst = &s
+		default:
+			continue
+		}
+		dst.total += n
+		if smp.Metric["classification"] == "failure" {
+			dst.bad += n
+		}
+	}
+	return c, s, nil
+}
+
+// splitByDeployment reads a vector with one sample per deployment.
+func splitByDeployment(v model.Value, canary, stable string) (c, s float64, err error) {
+	c, s = math.NaN(), math.NaN()
+	vec, ok := v.(model.Vector)
+	if !ok {
+		return c, s, fmt.Errorf("want a vector, got %s", v.Type())
+	}
+	for _, smp := range vec {
+		switch string(smp.Metric["deployment"]) {
+		case canary:
+			c = float64(smp.Value)
+		case stable:
+			s = float64(smp.Value)
+		}
+	}
+	return c, s, nil
+}
+
+// histogram is cumulative bucket counts by upper bound (ms); +Inf included.
+type histogram map[float64]float64
+
+// splitBuckets reads a `sum by (deployment, le)` vector into two histograms.
+func splitBuckets(v model.Value, canary, stable string) (c, s histogram, err error) {
+	vec, ok := v.(model.Vector)
+	if !ok {
+		return nil, nil, fmt.Errorf("want a vector, got %s", v.Type())
+	}
+	c, s = histogram{}, histogram{}
+	for _, smp := range vec {
+		le, perr := strconv.ParseFloat(strings.TrimSpace(string(smp.Metric["le"])), 64)
+		if perr != nil || math.IsNaN(float64(smp.Value)) {
+			continue
+		}
+		switch string(smp.Metric["deployment"]) {
+		case canary:
+			c[le] += float64(smp.Value)
+		case stable:
+			s[le] += float64(smp.Value)
+		}
+	}
+	return c, s, nil
+}
+
+// total is the +Inf bucket, rounded to whole requests.
+func (h histogram) total() float64 { return math.Round(h[math.Inf(1)]) }
+
+// slowerThan counts requests above the bucket bound le (which must be a bucket).
+func (h histogram) slowerThan(le float64) float64 {
+	return math.Max(0, h.total()-math.Round(h[le]))
+}
+
+// quantileBound is the smallest finite bucket bound under which at least
+// share q of the requests fall, or false if only +Inf does.
+func (h histogram) quantileBound(q float64) (float64, bool) {
+	total := h.total()
+	if total <= 0 {
+		return 0, false
+	}
+	for _, le := range h.bounds() {
+		if math.Round(h[le]) >= q*total {
+			return le, true
+		}
+	}
+	return 0, false
+}
+
+// boundAtLeast is the smallest finite bucket bound ≥ ms, or false.
+func (h histogram) boundAtLeast(ms float64) (float64, bool) {
+	for _, le := range h.bounds() {
+		if le >= ms {
+			return le, true
+		}
+	}
+	return 0, false
+}
+
+// bounds lists the finite bucket bounds in increasing order.
+func (h histogram) bounds() []float64 {
+	out := make([]float64, 0, len(h))
+	for le := range h {
+		if !math.IsInf(le, 1) {
+			out = append(out, le)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
