@@ -1,0 +1,349 @@
+package rollout
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/canaryd/canaryd/analysis"
+)
+
+func adopted(t *testing.T, ann map[string]string) *world {
+	t.Helper()
+	w := newWorld(t, ann)
+	w.run(time.Second, 5*time.Second, phaseIs(PhaseIdle))
+	return w
+}
+
+func TestAGoodRevisionWalksEveryStepAndIsPromoted(t *testing.T) {
+	w := adopted(t, nil)
+	if !w.o.Paused || w.weight == nil || *w.weight != 0 || w.stableHash != "h1" {
+		t.Fatalf("after adoption: paused=%v weight=%v stable=%q", w.o.Paused, w.weight, w.stableHash)
+	}
+	start := w.now
+	w.bump("r2")
+	var weights []int
+	end := w.now.Add(5 * time.Minute)
+	for ; w.status().Phase != PhaseSucceeded && w.now.Before(end); w.now = w.now.Add(time.Second) {
+		w.tick()
+		if w.weight != nil && (len(weights) == 0 || weights[len(weights)-1] != *w.weight) {
+			weights = append(weights, *w.weight)
+		}
+	}
+	st := w.status()
+	if st.Phase != PhaseSucceeded {
+		t.Fatalf("not promoted: %+v", st)
+	}
+	if want := []int{0, 100, 200, 500, 1000, 0}; !reflect.DeepEqual(weights, want) {
+		t.Errorf("weights %v, want %v", weights, want)
+	}
+	if st.StableRevision != "r2" || st.StableHash != "hr2" || w.stableHash != "hr2" {
+		t.Errorf("stable after promotion: %+v, service selects %q", st, w.stableHash)
+	}
+	if w.canaryRepl != 0 || !w.o.Paused {
+		t.Errorf("after promotion canary replicas %d, foo paused %v", w.canaryRepl, w.o.Paused)
+	}
+	// Three steps of 10 s each, plus the last step's interval before promotion.
+	if took := w.now.Sub(start); took < 30*time.Second || took > 45*time.Second {
+		t.Errorf("rollout took %s, want 30–45 s for 3 steps of 10 s", took)
+	}
+	for _, r := range []string{"RolloutStarted", "StepAdvanced", "Promoting", "RollingStable", "Promoted"} {
+		if !w.hasEvent(r) {
+			t.Errorf("no %s event in %v", r, w.reasons())
+		}
+	}
+}
+
+func TestAConclusiveFailureRollsBackAtOnceAndTheRevisionStaysFailed(t *testing.T) {
+	w := adopted(t, nil)
+	w.bump("r2")
+	w.run(time.Second, 10*time.Second, func(s Status) bool { return s.Step == 1 })
+	stepAt := w.now
+	w.verdict = fail(true)
+	w.run(time.Second, 10*time.Second, phaseIs(PhaseFailed))
+	if w.now.Sub(stepAt) >= 10*time.Second {
+		t.Errorf("rollback took %s: a conclusive failure must not wait for the interval", w.now.Sub(stepAt))
+	}
+	st := w.status()
+	if st.FailedRevision != "r2" || *w.weight != 0 || w.canaryRepl != 0 || !w.o.Paused {
+		t.Fatalf("after rollback: %+v weight %d canary %d paused %v", st, *w.weight, w.canaryRepl, w.o.Paused)
+	}
+	if len(w.promotedTo) != 0 {
+		t.Fatalf("foo rolled to %v", w.promotedTo)
+	}
+	// The failed revision is not tried again, however long we wait.
+	w.verdict = verdictOf(analysis.Pass)
+	w.stays(time.Second, 2*time.Minute, phaseIs(PhaseFailed))
+	if *w.weight != 0 || w.canaryRepl != 0 {
+		t.Fatalf("a failed revision got traffic again")
+	}
+}
+
+func TestFailedChecksCountUpToMaxFailuresThenRollBack(t *testing.T) {
+	w := adopted(t, map[string]string{KeyMaxFailures: "3"})
+	w.bump("r2")
+	w.run(time.Second, 10*time.Second, func(s Status) bool { return s.Step == 1 })
+	w.verdict = fail(false)
+	w.run(time.Second, 10*time.Second, func(s Status) bool { return s.Failures == 1 })
+	if st := w.status(); st.Phase != PhaseProgressing || st.Step != 1 {
+		t.Fatalf("after one failure: %+v", st)
+	}
+	w.run(time.Second, 40*time.Second, phaseIs(PhaseFailed))
+	if st := w.status(); st.Failures != 3 {
+		t.Errorf("rolled back after %d failures, want 3", st.Failures)
+	}
+}
+
+func TestAnOutageHoldsTheStepAndNeverRollsBackByItself(t *testing.T) {
+	w := adopted(t, map[string]string{KeyProgressDeadline: "1h"})
+	w.bump("r2")
+	w.run(time.Second, 10*time.Second, func(s Status) bool { return s.Step == 1 })
+	w.verdict = verdictOf(analysis.Error)
+	w.run(time.Second, 15*time.Second, phaseIs(PhaseHeld))
+	w.stays(time.Second, 10*time.Minute, func(s Status) bool { return s.Phase == PhaseHeld && s.Step == 1 })
+	if !w.hasEvent("AnalysisError") {
+		t.Errorf("no AnalysisError warning in %v", w.reasons())
+	}
+	w.verdict = verdictOf(analysis.Pass)
+	w.run(time.Second, 30*time.Second, func(s Status) bool { return s.Step == 2 })
+	if st := w.status(); st.Phase != PhaseProgressing || st.HeldSince != nil {
+		t.Errorf("after the outage: %+v", st)
+	}
+}
+
+func TestInconclusiveBeyondTheDeadlineActsPerOnInconclusive(t *testing.T) {
+	for _, tc := range []struct {
+		name, policy string
+		end          Phase
+	}{
+		{"hold keeps holding with a warning", "hold", PhaseHeld},
+		{"rollback rolls back", "rollback", PhaseFailed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := adopted(t, map[string]string{KeyOnInconclusive: tc.policy, KeyProgressDeadline: "1m"})
+			w.bump("r2")
+			w.run(time.Second, 10*time.Second, func(s Status) bool { return s.Step == 1 })
+			w.verdict = verdictOf(analysis.Inconclusive)
+			w.run(time.Second, 3*time.Minute, func(s Status) bool {
+				return s.Phase == tc.end && (tc.end != PhaseHeld || strings.Contains(s.Message, "on-inconclusive"))
+			})
+			if !w.hasEvent("AnalysisInconclusive") {
+				t.Errorf("no AnalysisInconclusive event in %v", w.reasons())
+			}
+		})
+	}
+}
+
+// Reconciling a snapshot that already reflects canaryd's own writes either
+// moves on because it observes them (a gated stage) or writes nothing: within
+// a few reconciles, with no other change in the cluster, it reaches a state
+// where a reconcile writes nothing and says nothing.
+func TestReconcilingTheSameStateAgainWritesNothing(t *testing.T) {
+	w := adopted(t, nil)
+	w.bump("r2")
+	for i := 0; i < 60; i++ {
+		w.tick()
+		still := false
+		for j := 0; j < 4 && !still; j++ {
+			w.observe()
+			o := w.o
+			o.Now = w.now
+			again := Decide(o)
+			still = again.Status.Encode() == w.o.Annotations[AnnotationStatus] && len(again.Events) == 0 &&
+				len(again.RemoveAnnotations) == 0 && w.matches(again.Desired)
+			w.apply(again)
+		}
+		if !still {
+			t.Fatalf("tick %d: no fixed point after 4 reconciles without changes; status %s", i, w.o.Annotations[AnnotationStatus])
+		}
+		w.now = w.now.Add(time.Second)
+	}
+	if st := w.status(); st.Phase != PhaseSucceeded {
+		t.Fatalf("rollout did not finish: %+v", st)
+	}
+}
+
+func TestARestartNeverStepsEarly(t *testing.T) {
+	w := adopted(t, nil)
+	w.bump("r2")
+	w.run(time.Second, 10*time.Second, func(s Status) bool { return s.Step == 1 })
+	st := w.status()
+	// A new controller process: no memory of past probes, the clock a little on.
+	w.o.LastProbe = time.Time{}
+	for i := 0; i < 9; i++ {
+		w.now = w.now.Add(time.Second)
+		w.o.LastProbe = time.Time{}
+		w.tick()
+		if got := w.status(); got.Step != 1 {
+			t.Fatalf("%s after the step began, a restarted controller moved to step %d", w.now.Sub(*st.StepStartedAt), got.Step)
+		}
+	}
+	w.run(time.Second, 5*time.Second, func(s Status) bool { return s.Step == 2 })
+}
+
+func TestManualCommands(t *testing.T) {
+	t.Run("abort rolls back and marks the revision failed", func(t *testing.T) {
+		w := adopted(t, nil)
+		w.bump("r2")
+		w.run(time.Second, 10*time.Second, func(s Status) bool { return s.Step == 1 })
+		w.o.Annotations[CmdAbort.Key()] = "true"
+		w.run(time.Second, 5*time.Second, phaseIs(PhaseFailed))
+		st := w.status()
+		if _, left := w.o.Annotations[CmdAbort.Key()]; left || !strings.HasPrefix(st.LastCommand, "abort:") {
+			t.Fatalf("abort not consumed/recorded: %+v", st)
+		}
+		w.o.Annotations[CmdRetry.Key()] = ""
+		w.run(time.Second, 5*time.Second, func(s Status) bool { return s.Phase == PhaseProgressing })
+		w.run(time.Second, time.Minute, phaseIs(PhaseSucceeded))
+	})
+	t.Run("promote skips the remaining steps", func(t *testing.T) {
+		w := adopted(t, nil)
+		w.bump("r2")
+		w.run(time.Second, 10*time.Second, func(s Status) bool { return s.Step == 1 })
+		w.o.Annotations[CmdPromote.Key()] = "yes"
+		w.run(time.Second, 10*time.Second, phaseIs(PhaseSucceeded))
+	})
+	t.Run("manual promotion waits after the last step", func(t *testing.T) {
+		w := adopted(t, map[string]string{KeyManualPromotion: "true"})
+		w.bump("r2")
+		w.run(time.Second, time.Minute, phaseIs(PhaseWaitingPromotion))
+		w.stays(time.Second, time.Minute, phaseIs(PhaseWaitingPromotion))
+		w.o.Annotations[CmdPromote.Key()] = "yes"
+		w.run(time.Second, 10*time.Second, phaseIs(PhaseSucceeded))
+	})
+	t.Run("pause freezes the step, resume continues", func(t *testing.T) {
+		w := adopted(t, nil)
+		w.bump("r2")
+		w.run(time.Second, 10*time.Second, func(s Status) bool { return s.Step == 1 })
+		w.o.Annotations[CmdPause.Key()] = ""
+		w.stays(time.Second, time.Minute, func(s Status) bool { return s.Step == 1 && s.Paused })
+		w.o.Annotations[CmdResume.Key()] = ""
+		w.run(time.Second, time.Minute, phaseIs(PhaseSucceeded))
+	})
+	t.Run("skip-analysis promotes the next revision without checks", func(t *testing.T) {
+		w := adopted(t, nil)
+		w.o.Annotations[CmdSkipAnalysis.Key()] = ""
+		w.tick()
+		w.verdict = nil
+		w.bump("r2")
+		w.run(time.Second, 10*time.Second, phaseIs(PhaseSucceeded))
+		if w.checks != 0 {
+			t.Errorf("%d checks ran", w.checks)
+		}
+	})
+	t.Run("a command that makes no sense is refused and removed", func(t *testing.T) {
+		w := adopted(t, nil)
+		w.o.Annotations[CmdRetry.Key()] = ""
+		dec := w.tick()
+		if len(dec.Events) != 1 || !dec.Events[0].Warning || dec.Events[0].Reason != "CommandRefused" {
+			t.Fatalf("events %+v", dec.Events)
+		}
+		if _, left := w.o.Annotations[CmdRetry.Key()]; left {
+			t.Fatal("refused command left in place")
+		}
+	})
+}
+
+func TestTheUserChangesTheDeploymentMidRollout(t *testing.T) {
+	t.Run("a newer revision starts over", func(t *testing.T) {
+		w := adopted(t, nil)
+		w.bump("r2")
+		w.run(time.Second, 25*time.Second, func(s Status) bool { return s.Step == 2 })
+		w.bump("r3")
+		w.run(time.Second, 5*time.Second, func(s Status) bool { return s.Revision == "r3" && s.Step == 1 })
+		if w.canaryRev != "r3" {
+			t.Fatalf("canary runs %s", w.canaryRev)
+		}
+		w.run(time.Second, time.Minute, phaseIs(PhaseSucceeded))
+		if w.status().StableRevision != "r3" {
+			t.Errorf("stable %s", w.status().StableRevision)
+		}
+	})
+	t.Run("a revert withdraws the canary without marking it failed", func(t *testing.T) {
+		w := adopted(t, nil)
+		w.bump("r2")
+		w.run(time.Second, 15*time.Second, func(s Status) bool { return s.Step == 2 })
+		w.bump("r1")
+		w.run(time.Second, 5*time.Second, phaseIs(PhaseIdle))
+		if st := w.status(); st.FailedRevision != "" || *w.weight != 0 || w.canaryRepl != 0 {
+			t.Fatalf("after revert %+v", st)
+		}
+	})
+	t.Run("unpaused by hand is paused again with a warning", func(t *testing.T) {
+		w := adopted(t, nil)
+		w.o.Paused = false
+		dec := w.tick()
+		if !w.o.Paused || len(dec.Events) == 0 || dec.Events[0].Reason != "Unpaused" {
+			t.Fatalf("paused %v events %+v", w.o.Paused, dec.Events)
+		}
+	})
+}
+
+func TestAdoptionWaitsForTheDeploymentsOwnRollout(t *testing.T) {
+	w := newWorld(t, nil)
+	w.o.Rollout.Available = 2
+	w.o.Paused = true // keep the world's controller from finishing it
+	dec := Decide(w.o)
+	if dec.Desired != nil || dec.Status.Phase != "" || !strings.Contains(dec.Status.Message, "own rollout") {
+		t.Fatalf("decision %+v", dec)
+	}
+}
+
+func TestOffboardingShiftsToStableThenRemovesEverything(t *testing.T) {
+	w := adopted(t, nil)
+	w.bump("r2")
+	w.run(time.Second, 15*time.Second, func(s Status) bool { return s.Step == 2 })
+	w.o.Enabled = false
+	w.tick()
+	if w.weight == nil || *w.weight != 0 {
+		t.Fatalf("first offboarding step should shift to stable, weight %v", w.weight)
+	}
+	w.tick()
+	if w.weight != nil {
+		t.Fatalf("split still there")
+	}
+	w.tick()
+	if _, ok := w.o.Annotations[AnnotationStatus]; ok || w.o.Paused || w.canaryRev != "" {
+		t.Fatalf("not fully offboarded: paused %v canary %q", w.o.Paused, w.canaryRev)
+	}
+	if !w.hasEvent("Offboarded") {
+		t.Errorf("no Offboarded event: %v", w.reasons())
+	}
+}
+
+func TestARolloutWindowMakesANewRevisionWait(t *testing.T) {
+	// 2026-11-25 is a Wednesday; the world starts at 12:00 UTC.
+	w := adopted(t, map[string]string{KeyWindow: "0 14 * * * 1h"})
+	w.bump("r2")
+	w.run(time.Second, 5*time.Second, phaseIs(PhaseWaiting))
+	dec := w.tick()
+	if dec.RequeueAfter < time.Hour || dec.RequeueAfter > 2*time.Hour {
+		t.Errorf("requeue after %s, want until 14:00", dec.RequeueAfter)
+	}
+	w.now = time.Date(2026, 11, 25, 14, 0, 1, 0, time.UTC)
+	w.run(time.Second, 5*time.Second, phaseIs(PhaseProgressing))
+}
+
+func TestInvalidConfigurationChangesNoObjectAndWarnsOnce(t *testing.T) {
+	w := adopted(t, nil)
+	w.bump("r2")
+	w.run(time.Second, 15*time.Second, func(s Status) bool { return s.Step == 2 })
+	before := *w.weight
+	w.o.Annotations[KeySteps] = "500m,200m"
+	dec := w.tick()
+	if dec.Desired != nil {
+		t.Fatal("invalid configuration produced desired objects")
+	}
+	if len(dec.Events) != 1 || dec.Events[0].Reason != "InvalidConfig" || !strings.Contains(dec.Events[0].Message, KeySteps) {
+		t.Fatalf("events %+v", dec.Events)
+	}
+	if *w.weight != before {
+		t.Fatal("weight changed")
+	}
+	if again := w.tick(); len(again.Events) != 0 {
+		t.Fatalf("warned twice: %+v", again.Events)
+	}
+	delete(w.o.Annotations, KeySteps)
+	w.run(time.Second, time.Minute, phaseIs(PhaseSucceeded))
+}

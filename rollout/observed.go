@@ -1,0 +1,113 @@
+package rollout
+
+import (
+	"time"
+
+	"github.com/canaryd/canaryd/analysis"
+)
+
+// Observed is everything Decide may know: a snapshot of the cluster for one
+// opted-in Deployment "foo", taken by the kube package, plus the time.
+type Observed struct {
+	Now      time.Time
+	Defaults Spec // cluster-wide defaults (flags); annotations override them
+
+	Namespace   string
+	Name        string
+	Annotations map[string]string // foo's annotations: configuration, commands, status
+	Enabled     bool              // foo exists, carries the opt-in label and is not being deleted
+	Paused      bool              // foo's spec.paused
+	Replicas    int32             // foo's spec.replicas (an HPA may move it)
+	Revision    string            // canaryd's hash of foo's pod template
+	Rollout     DeploymentRollout // foo's own rollout progress
+	ReplicaSets []ReplicaSet      // foo's ReplicaSets
+
+	Canary *Canary // foo-canary; nil when absent
+
+	// Ready endpoints behind canaryd's Services, from their EndpointSlices.
+	StableEndpoints int
+	CanaryEndpoints int
+	// StableServiceHash is the pod-template-hash foo-stable selects today;
+	// empty when foo-stable does not exist.
+	StableServiceHash string
+
+	// Weight is the canary weight (milli) the split carries now; nil when
+	// there is no split object.
+	Weight *int
+
+	// Check is the verdict of the analysis PlanCheck asked for; nil when no
+	// check was due.
+	Check *analysis.Result
+	// LastProbe is when the controller last ran an analysis for foo. It only
+	// paces probes between step decisions (zero after a restart: probe now).
+	LastProbe time.Time
+	// AnalysisPeriod is how often to probe between step decisions, so that a
+	// conclusive failure stops the canary without waiting for the step's end.
+	AnalysisPeriod time.Duration
+}
+
+// DeploymentRollout is the part of a Deployment's status that says whether
+// its own rollout has finished.
+type DeploymentRollout struct {
+	ObservedCurrent bool  // status.observedGeneration ≥ metadata.generation
+	Updated         int32 // status.updatedReplicas
+	Available       int32 // status.availableReplicas
+	Total           int32 // status.replicas (all pods, old and new)
+}
+
+// ReplicaSet is one of foo's ReplicaSets.
+type ReplicaSet struct {
+	Hash      string // its pod-template-hash label
+	Revision  string // canaryd's hash of its template (without pod-template-hash)
+	Replicas  int32
+	Available int32
+}
+
+// Canary is the observed foo-canary Deployment.
+type Canary struct {
+	Revision string // its canaryd.io/revision annotation
+	Replicas int32  // spec.replicas
+	Ready    int32  // status.readyReplicas of its current template
+	Current  bool   // its controller has seen its latest spec
+}
+
+// Desired is the state canaryd wants every object it owns to be in.
+type Desired struct {
+	Paused         bool   // foo's spec.paused
+	Weight         int    // canary weight, milli
+	StableHash     string // pod-template-hash foo-stable selects
+	CanaryReplicas int32
+	// CanaryTemplate: foo-canary must carry foo's current template (create it
+	// if absent). False leaves its template alone: it is never changed while
+	// the canary carries traffic.
+	CanaryTemplate bool
+
+	// Offboarding, in order, each once the cluster shows the previous done:
+	// weight to 0; then DeleteSplit; then DeleteRest (Services, foo-canary,
+	// status annotation) and unpause foo.
+	Offboard    bool
+	DeleteSplit bool
+	DeleteRest  bool
+}
+
+// Event is a Kubernetes Event to raise on foo, and the matching log line.
+type Event struct {
+	Warning bool
+	Reason  string
+	Message string
+}
+
+// Decision is what Decide wants done.
+type Decision struct {
+	Status Status
+	// Desired is nil when no object but foo's status may be written
+	// (invalid configuration, an unreadable status, foo's own rollout
+	// still in progress before adoption).
+	Desired *Desired
+	Events  []Event
+	// RemoveAnnotations are the one-shot commands carried out or refused.
+	RemoveAnnotations []string
+	// RequeueAfter is when to look again if nothing changes before; 0: only
+	// on the next change.
+	RequeueAfter time.Duration
+}

@@ -1,0 +1,220 @@
+package rollout
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/canaryd/canaryd/analysis"
+)
+
+// need is how many canary replicas carry weight w (milli) at the same load
+// per pod as the stable replicas: ceil(w × R / 1000), at least 1.
+//
+// With R = 4 stable replicas: 100m → 1, 200m → 1, 300m → 2, 500m → 2,
+// 1000m → 4. With R = 1 every step needs 1.
+func need(w int, replicas int32) int32 {
+	n := (int64(w)*int64(replicas) + 999) / 1000
+	if n < 1 {
+		n = 1
+	}
+	return int32(n)
+}
+
+// walk drives Progressing, Held and WaitingPromotion: the canary walks its
+// steps while the analysis holds.
+//
+// A step ends no sooner than interval after it began (StepStartedAt, kept in
+// the status, so restarts cannot shorten it). Checks run every
+// AnalysisPeriod during the step; before the step is due only a conclusive
+// failure (the sequential test rejected the canary) acts, by rolling back at
+// once. At or after the due time the check decides: Pass advances, Fail
+// counts against max-failures and repeats the step, Inconclusive or Error
+// holds.
+func (d *decider) walk() {
+	o := d.o
+	if o.Revision != d.st.Revision {
+		d.supersede()
+		return
+	}
+	if d.st.Step == 0 {
+		d.step0()
+		return
+	}
+	if o.Weight == nil || *o.Weight != d.st.Weight {
+		d.st.Message = fmt.Sprintf("applying canary weight %dm", d.st.Weight)
+		return
+	}
+	due := d.st.StepStartedAt.Add(d.spec.Interval)
+	if c := o.Check; c != nil {
+		if c.Verdict == analysis.Fail && c.Final {
+			d.st.LastCheck = newCheck(o.Now, c)
+			d.beginRollBack("the canary is worse than stable: "+c.Reason, true)
+			return
+		}
+		if !o.Now.Before(due) && d.st.Phase != PhaseWaitingPromotion && !d.st.Paused {
+			d.judge(c)
+			if d.st.Phase != PhaseProgressing && d.st.Phase != PhaseHeld {
+				return
+			}
+			due = d.st.StepStartedAt.Add(d.spec.Interval)
+		}
+	}
+	switch {
+	case d.st.Paused:
+		d.st.Message = fmt.Sprintf("paused at step %d/%d (set %s to continue)", d.st.Step, len(d.spec.Steps), CmdResume.Key())
+	case d.st.Phase == PhaseWaitingPromotion:
+		d.st.Message = fmt.Sprintf("all steps passed; set %s to promote", CmdPromote.Key())
+	case d.st.Phase == PhaseHeld:
+		d.checkHeldDeadline()
+	}
+	d.wakeForCheck(due)
+}
+
+// step0 waits for the canary to be ready for the first step's weight.
+func (d *decider) step0() {
+	o := d.o
+	want := need(d.spec.Steps[0], o.Replicas)
+	c := o.Canary
+	if c != nil && c.Revision == d.st.Revision && c.Current && c.Ready >= want && o.CanaryEndpoints > 0 {
+		d.st.Step, d.st.Weight, d.st.StepStartedAt = 1, d.spec.Steps[0], stamp(o.Now)
+		d.event("StepAdvanced", "canary ready; step 1/%d: canary weight %dm", len(d.spec.Steps), d.st.Weight)
+		return
+	}
+	ready := int32(0)
+	if c != nil && c.Revision == d.st.Revision {
+		ready = c.Ready
+	}
+	d.st.Message = fmt.Sprintf("waiting for the canary: %d/%d ready", ready, want)
+	left := d.st.StepStartedAt.Add(d.spec.ProgressDeadline).Sub(o.Now)
+	if left <= 0 {
+		d.onDeadline(fmt.Sprintf("canary not ready within %s (%d/%d ready)", d.spec.ProgressDeadline, ready, want))
+		return
+	}
+	d.wake(left)
+}
+
+// judge applies a check made at or after the step's due time.
+func (d *decider) judge(c *analysis.Result) {
+	now := d.o.Now
+	last := d.st.LastCheck
+	d.st.LastCheck = newCheck(now, c)
+	switch c.Verdict {
+	case analysis.Pass:
+		if d.st.Phase == PhaseHeld {
+			d.event("Resumed", "analysis passes again: %s", c.Reason)
+		}
+		d.st.Phase, d.st.HeldSince, d.st.Inconclusive = PhaseProgressing, nil, 0
+		d.advance(c)
+	case analysis.Fail:
+		d.st.Failures++
+		if d.st.Failures >= d.spec.MaxFailures {
+			d.beginRollBack(fmt.Sprintf("%d of %d allowed failed checks: %s", d.st.Failures, d.spec.MaxFailures, c.Reason), true)
+			return
+		}
+		d.st.StepStartedAt = stamp(now)
+		d.warn("AnalysisFailed", "check failed (%d/%d): %s; step %d repeats", d.st.Failures, d.spec.MaxFailures, c.Reason, d.st.Step)
+	default: // Inconclusive, Error: hold the step; an outage never rolls back by itself
+		d.st.Inconclusive++
+		changed := last == nil || last.Verdict != c.Verdict
+		if d.st.Phase != PhaseHeld {
+			d.st.Phase, d.st.HeldSince, changed = PhaseHeld, stamp(now), true
+		}
+		if changed {
+			if c.Verdict == analysis.Error {
+				d.warn("AnalysisError", "holding at step %d: analysis could not be made: %s", d.st.Step, c.Reason)
+			} else {
+				d.event("AnalysisInconclusive", "holding at step %d: %s", d.st.Step, c.Reason)
+			}
+		}
+	}
+}
+
+// advance moves to the next step, or to promotion after the last one,
+// once the canary has the replicas the next weight needs.
+func (d *decider) advance(c *analysis.Result) {
+	n := len(d.spec.Steps)
+	if d.st.Step >= n {
+		if d.spec.ManualPromotion {
+			d.st.Phase = PhaseWaitingPromotion
+			d.event("WaitingPromotion", "all %d steps passed (%s); set %s to promote", n, c.Reason, CmdPromote.Key())
+			return
+		}
+		d.beginPromotion(fmt.Sprintf("all %d steps passed (%s)", n, c.Reason))
+		return
+	}
+	next := d.spec.Steps[d.st.Step]
+	want := need(next, d.o.Replicas)
+	if cn := d.o.Canary; cn == nil || cn.Ready < want {
+		ready := int32(0)
+		if cn != nil {
+			ready = cn.Ready
+		}
+		d.st.Message = fmt.Sprintf("step %d waits for canary capacity: %d/%d ready", d.st.Step+1, ready, want)
+		return
+	}
+	d.st.Step++
+	d.st.Weight, d.st.StepStartedAt = next, stamp(d.o.Now)
+	d.event("StepAdvanced", "step %d/%d: canary weight %dm (%s)", d.st.Step, n, next, c.Reason)
+}
+
+func (d *decider) checkHeldDeadline() {
+	if d.st.HeldSince == nil {
+		return
+	}
+	left := d.st.HeldSince.Add(d.spec.ProgressDeadline).Sub(d.o.Now)
+	if left <= 0 {
+		d.onDeadline(fmt.Sprintf("analysis held for %s without a verdict", d.spec.ProgressDeadline))
+		return
+	}
+	d.wake(left)
+}
+
+// onDeadline acts per on-inconclusive when progress stalls too long.
+func (d *decider) onDeadline(why string) {
+	if d.spec.OnInconclusive == "rollback" {
+		d.beginRollBack(why+" (on-inconclusive: rollback)", true)
+		return
+	}
+	msg := why + "; holding (on-inconclusive: hold): promote, abort or fix the canary"
+	if d.prev.Message != msg {
+		d.warn("ProgressDeadlineExceeded", "%s", msg)
+	}
+	if d.st.Phase == PhaseProgressing {
+		d.st.Phase = PhaseHeld
+	}
+	if d.st.HeldSince == nil {
+		d.st.HeldSince = stamp(d.o.Now)
+	}
+	d.st.Message = msg
+}
+
+// wakeForCheck asks to be woken for the next probe or the step's due time.
+func (d *decider) wakeForCheck(due time.Time) {
+	period := d.period()
+	if left := due.Sub(d.o.Now); left > 0 && left < period {
+		d.wake(left)
+		return
+	}
+	d.wake(period)
+}
+
+func (d *decider) period() time.Duration {
+	if d.o.AnalysisPeriod > 0 && d.o.AnalysisPeriod < d.spec.Interval {
+		return d.o.AnalysisPeriod
+	}
+	return d.spec.Interval
+}
+
+// supersede handles foo's template changing while a rollout is under way.
+func (d *decider) supersede() {
+	rev := d.o.Revision
+	switch rev {
+	case d.st.StableRevision:
+		d.beginRollBack(fmt.Sprintf("the Deployment was reverted to its stable revision %s", rev), false)
+	case d.st.FailedRevision:
+		d.beginRollBack(fmt.Sprintf("the Deployment was changed to revision %s, which failed before", rev), false)
+	default:
+		d.event("Superseded", "revision %s replaced by %s mid-rollout: starting over at step 1", d.st.Revision, rev)
+		d.start()
+	}
+}
