@@ -23,7 +23,7 @@ type world struct {
 	hashes     map[string]string // revision → pod-template-hash
 	canaryRev  string
 	canaryRepl int32
-	canaryRdy  int32 // ready canary pods: catch up with canaryRepl one tick later
+	canaryRdy  int32  // ready canary pods: catch up with canaryRepl one tick later
 	stableHash string // foo-stable's selector
 	weight     *int
 	lastChange time.Time // when the canary weight last changed
