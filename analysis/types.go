@@ -102,11 +102,16 @@ type Sequential struct {
 	// plus the tolerance); P1 the share the test is built to catch.
 	P0 float64 `json:"p0"`
 	P1 float64 `json:"p1"`
-	// LogLR is the log likelihood ratio of P1 against P0; the test rejects the
-	// canary at or above Upper and calls it not worse at or below Lower.
+	// LogLR is the log likelihood ratio of P1 against P0; the test rejects
+	// the canary at or above Upper.
 	LogLR float64 `json:"logLR"`
 	Upper float64 `json:"upper"`
-	Lower float64 `json:"lower"`
+	// NotWorseP0 and NotWorseLogLR are the same with stable's share taken a
+	// standard error lower; the canary is called not worse when
+	// NotWorseLogLR is at or below Lower.
+	NotWorseP0    float64 `json:"notWorseP0"`
+	NotWorseLogLR float64 `json:"notWorseLogLR"`
+	Lower         float64 `json:"lower"`
 	// BoundMs is the latency bound (ms) for Metric "latency": a response
 	// slower than this counts as bad.
 	BoundMs float64 `json:"boundMs,omitempty"`
