@@ -29,6 +29,12 @@ var crdResource = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Ver
 // crdFiles resolves Options.CRDs: nil means every manifest in the shared crds directory.
 func crdFiles(files []string) ([]string, error) {
 	if files != nil {
+		// Checked here so that a typo fails before any process starts.
+		for _, f := range files {
+			if _, err := os.Stat(f); err != nil {
+				return nil, fmt.Errorf("CRD manifest: %w", err)
+			}
+		}
 		return files, nil
 	}
 	shared, err := SharedDir()

@@ -103,7 +103,7 @@ func (p *process) failure(what string, cause error) error {
 	if done, err := p.exited(); done {
 		state = fmt.Sprintf("exited: %v", err)
 	}
-	return fmt.Errorf("%s %s (%s; log %s):\n%s\n: %w", p.name, what, state, p.logPath, tailFile(p.logPath, 25), cause)
+	return fmt.Errorf("%s %s: %w (%s); last lines of %s:\n%s", p.name, what, cause, state, p.logPath, tailFile(p.logPath, 25))
 }
 
 // tailFile returns the last n lines of a file, for error messages.
