@@ -188,3 +188,18 @@ func hasLine(text, prefix string) bool {
 	}
 	return false
 }
+
+var deleteNow = metav1.DeleteOptions{}
+
+// waitFor steps the simulator without traffic until cond holds, for changes that travel through an informer.
+func waitFor(t *testing.T, s *Sim, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached within 5s")
+		}
+		time.Sleep(10 * time.Millisecond)
+		s.step(0)
+	}
+}
