@@ -1,0 +1,235 @@
+// Package kube is canaryd's hands: it watches opted-in Deployments and the
+// objects canaryd owns, gathers a rollout.Observed snapshot, asks
+// rollout.Decide what to do, and applies the answer with minimal writes,
+// raising Events and log lines for every decision a user can see.
+//
+// It must never decide anything itself (when to step, promote or roll back is
+// rollout's business) and never overwrite a concurrent change: every write of
+// an existing object carries the resourceVersion it was computed from, and a
+// conflict is answered by re-reading, not by retrying the same write.
+package kube
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/workqueue"
+
+	"github.com/canaryd/canaryd/analysis"
+	"github.com/canaryd/canaryd/rollout"
+)
+
+// Config wires a Controller. Zero values get the defaults noted.
+type Config struct {
+	Client  kubernetes.Interface
+	Dynamic dynamic.Interface
+	// Namespaces to watch; empty watches all.
+	Namespaces []string
+	// Defaults are the cluster-wide rollout settings annotations override.
+	Defaults rollout.Spec
+	Analyzer analysis.Analyzer
+	// AnalysisPeriod paces checks between step decisions (default 10s).
+	AnalysisPeriod time.Duration
+	// AnalysisTimeout bounds one check (default 10s).
+	AnalysisTimeout time.Duration
+	// SMIVersion is the TrafficSplit version written: v1alpha1 (default,
+	// milli weights) or v1alpha2 (integer percent).
+	SMIVersion string
+	Workers    int           // default 4
+	Resync     time.Duration // informer resync (default 10m)
+	Log        *zap.Logger
+	Clock      func() time.Time // default time.Now
+	Recorder   record.EventRecorder
+}
+
+// Controller reconciles opted-in Deployments.
+type Controller struct {
+	cfg     Config
+	log     *zap.Logger
+	queue   workqueue.TypedRateLimitingInterface[string]
+	sets    map[string]*informerSet // by namespace; "" when watching all
+	router  *smiRouter
+	rec     record.EventRecorder
+	metrics *Metrics
+
+	mu     sync.Mutex
+	probes map[string]time.Time // last analysis per key: paces probes only
+
+	synced chan struct{}
+}
+
+// New builds a Controller; Run starts it.
+func New(cfg Config) (*Controller, error) {
+	if cfg.Client == nil || cfg.Dynamic == nil || cfg.Analyzer == nil {
+		return nil, fmt.Errorf("kube: Client, Dynamic and Analyzer are required")
+	}
+	if cfg.AnalysisPeriod <= 0 {
+		cfg.AnalysisPeriod = 10 * time.Second
+	}
+	if cfg.AnalysisTimeout <= 0 {
+		cfg.AnalysisTimeout = 10 * time.Second
+	}
+	if cfg.SMIVersion == "" {
+		cfg.SMIVersion = "v1alpha1"
+	}
+	if cfg.SMIVersion != "v1alpha1" && cfg.SMIVersion != "v1alpha2" {
+		return nil, fmt.Errorf("kube: SMI version %q: want v1alpha1 or v1alpha2", cfg.SMIVersion)
+	}
+	if cfg.SMIVersion == "v1alpha2" {
+		cfg.Defaults.SMITotal = 100
+	} else {
+		cfg.Defaults.SMITotal = 1000
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = 4
+	}
+	if cfg.Resync <= 0 {
+		cfg.Resync = 10 * time.Minute
+	}
+	if cfg.Log == nil {
+		cfg.Log = zap.NewNop()
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	c := &Controller{
+		cfg:     cfg,
+		log:     cfg.Log,
+		queue:   workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](), workqueue.TypedRateLimitingQueueConfig[string]{Name: "canaryd"}),
+		sets:    map[string]*informerSet{},
+		probes:  map[string]time.Time{},
+		synced:  make(chan struct{}),
+		metrics: newMetrics(),
+	}
+	c.router = &smiRouter{dyn: cfg.Dynamic, version: cfg.SMIVersion}
+	namespaces := cfg.Namespaces
+	if len(namespaces) == 0 {
+		namespaces = []string{""}
+	}
+	for _, ns := range namespaces {
+		c.sets[ns] = newInformerSet(cfg.Client, cfg.Dynamic, ns, cfg.Resync, cfg.SMIVersion, c.enqueueFor)
+	}
+	c.rec = cfg.Recorder
+	return c, nil
+}
+
+// Metrics exposes the controller's Prometheus collectors.
+func (c *Controller) Metrics() *Metrics { return c.metrics }
+
+// HasSynced is closed once every informer has synced: readiness.
+func (c *Controller) HasSynced() <-chan struct{} { return c.synced }
+
+// Run starts the informers and workers and blocks until ctx is done.
+func (c *Controller) Run(ctx context.Context) error {
+	defer runtime.HandleCrash()
+	defer c.queue.ShutDown()
+	if c.rec == nil {
+		b := record.NewBroadcaster(record.WithContext(ctx))
+		b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.cfg.Client.CoreV1().Events("")})
+		defer b.Shutdown()
+		c.rec = b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "canaryd"})
+	}
+	var syncs []cache.InformerSynced
+	for _, s := range c.sets {
+		s.start(ctx.Done())
+		syncs = append(syncs, s.synced...)
+	}
+	if !cache.WaitForCacheSync(ctx.Done(), syncs...) {
+		return fmt.Errorf("kube: informers did not sync: %w", ctx.Err())
+	}
+	close(c.synced)
+	c.log.Info("informers synced; reconciling", zap.Int("workers", c.cfg.Workers), zap.Strings("namespaces", c.cfg.Namespaces))
+	var wg sync.WaitGroup
+	for i := 0; i < c.cfg.Workers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			wait.UntilWithContext(ctx, c.work, time.Second)
+		}()
+	}
+	go c.reportQueueDepth(ctx)
+	<-ctx.Done()
+	c.queue.ShutDown()
+	wg.Wait()
+	return nil
+}
+
+func (c *Controller) work(ctx context.Context) {
+	for c.next(ctx) {
+	}
+}
+
+// next processes one key; every error comes here and is retried with rate
+// limiting, the single place that decides about retries.
+func (c *Controller) next(ctx context.Context) bool {
+	key, quit := c.queue.Get()
+	if quit {
+		return false
+	}
+	defer c.queue.Done(key)
+	start := time.Now()
+	requeue, err := c.sync(ctx, key)
+	c.metrics.observeSync(time.Since(start), err)
+	if err != nil {
+		c.log.Warn("reconcile failed; retrying", zap.String("deployment", key), zap.Error(err))
+		c.queue.AddRateLimited(key)
+		return true
+	}
+	c.queue.Forget(key)
+	if requeue > 0 {
+		c.queue.AddAfter(key, requeue)
+	}
+	return true
+}
+
+func (c *Controller) enqueueFor(namespace, name string) {
+	c.queue.Add(namespace + "/" + name)
+}
+
+func (c *Controller) setFor(namespace string) *informerSet {
+	if s, ok := c.sets[namespace]; ok {
+		return s
+	}
+	return c.sets[""]
+}
+
+func (c *Controller) lastProbe(key string) time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.probes[key]
+}
+
+func (c *Controller) setProbe(key string, t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if t.IsZero() {
+		delete(c.probes, key)
+		return
+	}
+	c.probes[key] = t
+}
+
+func (c *Controller) reportQueueDepth(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			c.metrics.queueDepth.Set(float64(c.queue.Len()))
+		}
+	}
+}

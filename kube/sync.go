@@ -1,0 +1,206 @@
+package kube
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/canaryd/canaryd/rollout"
+)
+
+// conflictError marks a problem in the user's objects that retrying cannot
+// fix (a foreign object in canaryd's way, a selector a Service cannot
+// express). It is reported as a Warning event, not retried hot.
+type conflictError struct{ error }
+
+// sync reconciles one Deployment: observe, plan and run the analysis, decide,
+// apply. It returns when to look again.
+func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error) {
+	ns, name, err := cache.SplitMetaNamespaceKey(key)
+	if err != nil {
+		return 0, nil // a malformed key will not become well-formed by retrying
+	}
+	s := c.setFor(ns)
+	if s == nil {
+		return 0, nil
+	}
+	enabled := true
+	foo, err := s.deployments.Deployments(ns).Get(name)
+	if apierrors.IsNotFound(err) {
+		// Not opted in (any more): look at the live object to offboard it.
+		foo, err = c.cfg.Client.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			c.forget(key) // deleted: the garbage collector removes what canaryd owned
+			return 0, nil
+		}
+		if err != nil {
+			return 0, fmt.Errorf("reading %s: %w", key, err)
+		}
+		if !c.hasTraces(s, foo) {
+			c.forget(key)
+			return 0, nil
+		}
+		enabled = false
+	} else if err != nil {
+		return 0, fmt.Errorf("reading %s from cache: %w", key, err)
+	}
+	foo = foo.DeepCopy()
+	if foo.DeletionTimestamp != nil || foo.Labels[rollout.LabelEnabled] != "true" {
+		enabled = false
+	}
+	o, err := c.observe(foo, enabled)
+	if err != nil {
+		return 0, err
+	}
+	if target, ok := rollout.PlanCheck(o); ok {
+		actx, cancel := context.WithTimeout(ctx, c.cfg.AnalysisTimeout)
+		start := time.Now()
+		res := c.cfg.Analyzer.Analyze(actx, target)
+		cancel()
+		c.metrics.observeCheck(key, res, time.Since(start))
+		o.Check = &res
+		c.setProbe(key, o.Now)
+		c.log.Debug("analysis", zap.String("deployment", key), zap.String("verdict", string(res.Verdict)),
+			zap.Bool("final", res.Final), zap.String("reason", res.Reason))
+	}
+	dec := rollout.Decide(o)
+	w := &writer{c: c, s: s, foo: foo}
+	err = c.apply(ctx, w, o, dec)
+	c.metrics.observeDecision(key, dec, w.writes)
+	var conflict conflictError
+	switch {
+	case errors.Is(err, errStale):
+		return 200 * time.Millisecond, nil
+	case errors.As(err, &conflict):
+		c.emit(foo, []rollout.Event{{Warning: true, Reason: "Blocked", Message: conflict.Error()}})
+		return 30 * time.Second, nil
+	case err != nil:
+		return 0, err
+	}
+	if !enabled && (dec.Desired == nil || !dec.Desired.DeleteRest) {
+		return 500 * time.Millisecond, nil // offboarding goes on without label events
+	}
+	if !enabled {
+		c.forget(key)
+	}
+	return dec.RequeueAfter, nil
+}
+
+// apply carries out a decision: foo (status, commands, paused) first, then
+// the owned objects.
+func (c *Controller) apply(ctx context.Context, w *writer, o rollout.Observed, dec rollout.Decision) error {
+	ds := dec.Desired
+	offboardDone := ds != nil && ds.Offboard && ds.DeleteRest
+	if offboardDone {
+		// Everything of canaryd's goes before foo is unpaused and forgotten.
+		if err := c.router.delete(ctx, w.s, w.foo.Namespace, w.foo.Name); err != nil {
+			return err
+		}
+		if err := w.deleteOwned(ctx); err != nil {
+			return err
+		}
+	}
+	if err := w.patchFoo(ctx, dec, offboardDone); err != nil {
+		return err
+	}
+	c.emit(w.foo, dec.Events)
+	if ds == nil || offboardDone {
+		return nil
+	}
+	spec, _ := rollout.ParseSpec(o.Annotations, o.Defaults)
+	apex := spec.Service
+	if apex == "" {
+		apex = w.foo.Name
+	}
+	if ds.Offboard {
+		if ds.DeleteSplit {
+			return c.router.delete(ctx, w.s, w.foo.Namespace, w.foo.Name)
+		}
+		return c.applySplit(ctx, w, apex, ds.Weight)
+	}
+	if err := w.applyCanary(ctx, ds, o.Revision); err != nil {
+		return asConflict(err)
+	}
+	if err := w.applyServices(ctx, ds, apex); err != nil {
+		return asConflict(err)
+	}
+	return c.applySplit(ctx, w, apex, ds.Weight)
+}
+
+func (c *Controller) applySplit(ctx context.Context, w *writer, apex string, weight int) error {
+	if w, _ := c.router.observe(w.s, w.foo.Namespace, w.foo.Name); w != nil && *w == weight {
+		return nil
+	}
+	if err := w.ensureFresh(ctx); err != nil {
+		return err
+	}
+	wrote, err := c.router.apply(ctx, w.s, w.foo, apex, weight)
+	if wrote {
+		w.writes++
+		c.log.Info("weight", zap.String("deployment", w.foo.Namespace+"/"+w.foo.Name), zap.Int("canaryMilli", weight))
+	}
+	return err
+}
+
+// asConflict marks the errors retrying cannot fix.
+func asConflict(err error) error {
+	if err == nil || errors.Is(err, errStale) {
+		return err
+	}
+	var status apierrors.APIStatus
+	if errors.As(err, &status) {
+		return err // API errors are worth retrying
+	}
+	if strings.Contains(err.Error(), "not canaryd's") || strings.Contains(err.Error(), "selector") || strings.Contains(err.Error(), "ports") {
+		return conflictError{err}
+	}
+	return err
+}
+
+// hasTraces: a Deployment that is not opted in still carries canaryd's
+// status or has objects canaryd made for it, so it must be offboarded.
+func (c *Controller) hasTraces(s *informerSet, foo *appsv1.Deployment) bool {
+	if _, ok := foo.Annotations[rollout.AnnotationStatus]; ok {
+		return true
+	}
+	if _, err := s.owned.Deployments(foo.Namespace).Get(canaryName(foo.Name)); err == nil {
+		return true
+	}
+	if _, err := s.splits.ByNamespace(foo.Namespace).Get(foo.Name); err == nil {
+		return true
+	}
+	for _, n := range []string{stableName(foo.Name), canaryName(foo.Name)} {
+		if svc, err := s.services.Services(foo.Namespace).Get(n); err == nil && isOurs(svc, foo.Name) {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *Controller) forget(key string) {
+	c.setProbe(key, time.Time{})
+	c.metrics.forget(key)
+}
+
+// emit raises each event on foo and logs it: every decision a user can see
+// leaves both.
+func (c *Controller) emit(foo *appsv1.Deployment, events []rollout.Event) {
+	for _, e := range events {
+		typ := corev1.EventTypeNormal
+		log := c.log.Info
+		if e.Warning {
+			typ, log = corev1.EventTypeWarning, c.log.Warn
+		}
+		c.rec.Event(foo, typ, e.Reason, e.Message)
+		log(e.Message, zap.String("deployment", foo.Namespace+"/"+foo.Name), zap.String("reason", e.Reason))
+	}
+}
