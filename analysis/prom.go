@@ -219,7 +219,26 @@ func (p *Prom) measure(ctx context.Context, t Target) (measurement, error) {
 		wg.Go(func() { m.checks[i] = p.runCheck(ctx, name, t) })
 	}
 	wg.Wait()
-	return m, errors.Join(errs...)
+	return m, firstOf(errs)
+}
+
+// firstOf keeps the reason to one line: the first error, and how many more.
+func firstOf(errs []error) error {
+	var first error
+	more := 0
+	for _, err := range errs {
+		switch {
+		case err == nil:
+		case first == nil:
+			first = err
+		default:
+			more++
+		}
+	}
+	if more > 0 {
+		return fmt.Errorf("%w (and %d more queries failed)", first, more)
+	}
+	return first
 }
 
 func (p *Prom) run(ctx context.Context, tk task, at time.Time) error {
