@@ -210,7 +210,7 @@ func parseRule(ns string, m map[string]any) (routeRule, error) {
 }
 
 func parseMatch(mm map[string]any) (routeMatch, error) {
-	match := routeMatch{pathOK: true}
+	match := routeMatch{pathOK: true, prefixLen: 1} // no path condition means PathPrefix "/"
 	if p, ok := mm["path"].(map[string]any); ok {
 		typ, _ := p["type"].(string)
 		val, _ := p["value"].(string)
