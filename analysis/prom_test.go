@@ -104,8 +104,12 @@ func TestAnalyzeVerdicts(t *testing.T) {
 			verdict: Pass,
 		},
 		{
-			name:      "too few canary requests is inconclusive",
-			setup:     func(f *fakeProm, _ *Target, _ *Config) { healthy(f); f.window[0] = counts{12, 0}; f.since[0] = counts{12, 0} },
+			name: "too few canary requests is inconclusive",
+			setup: func(f *fakeProm, _ *Target, _ *Config) {
+				healthy(f)
+				f.window[0] = counts{12, 0}
+				f.since[0] = counts{12, 0}
+			},
 			verdict:   Inconclusive,
 			reasonHas: []string{"12 canary requests over 1m, fewer than the 20 needed"},
 		},
@@ -143,8 +147,11 @@ func TestAnalyzeVerdicts(t *testing.T) {
 			reasonHas: []string{`query "canary and stable p99 over 1m" failed: HTTP 400: bad_data: parse error`},
 		},
 		{
-			name:      "a slow Prometheus times out into an error",
-			setup:     func(f *fakeProm, _ *Target, c *Config) { f.delay = time.Second; c.Client.Timeout = 100 * time.Millisecond },
+			name: "a slow Prometheus times out into an error",
+			setup: func(f *fakeProm, _ *Target, c *Config) {
+				f.delay = time.Second
+				c.Client.Timeout = 100 * time.Millisecond
+			},
 			verdict:   Error,
 			reasonHas: []string{"timed out after 100ms"},
 		},
