@@ -122,7 +122,7 @@ func (c *cluster) start(t *testing.T, cfg Config) (*Sim, *kfake.Clientset) {
 		})
 	}
 	listKinds := map[schema.GroupVersionResource]string{}
-	for _, gvr := range []schema.GroupVersionResource{gvrSplitV1a1, gvrSplitV1a2, gvrGateway, gvrPolicy} {
+	for _, gvr := range append([]schema.GroupVersionResource{gvrSplitV1a1, gvrSplitV1a2, gvrGateway, gvrPolicy}, c.served...) {
 		kind := "HTTPRouteList"
 		if gvr.Group == gvrSplitV1a1.Group {
 			kind = "TrafficSplitList"

@@ -89,8 +89,10 @@ type Sim struct {
 	rr       map[svcKey]uint64
 	rng      *rand.Rand
 
-	// lastTargets is the last content written to TargetsFile; only the stepping goroutine touches it.
+	// lastTargets and targetsAddr are the last content written to TargetsFile and the address it named; only
+	// the stepping goroutine touches them.
 	lastTargets []byte
+	targetsAddr string
 }
 
 // New validates cfg and builds the API clients. It contacts nothing; Run does.

@@ -36,6 +36,9 @@ func (s *Sim) refresh() {
 	stale := !s.built || s.builtGen != gen
 	s.mu.Unlock()
 	if !stale {
+		if s.Addr() != s.targetsAddr {
+			s.writeTargets(s.world) // Run started listening after the last build
+		}
 		return
 	}
 	w := s.buildWorld() // reads the caches only: no lock needed
@@ -62,20 +65,26 @@ func (s *Sim) refresh() {
 		}
 	}
 	s.mu.Unlock()
+	s.writeTargets(w)
+}
 
-	if s.cfg.TargetsFile != "" {
-		data, err := renderTargets(s.Addr(), w)
-		if err == nil && string(data) != string(s.lastTargets) {
-			err = writeFileAtomic(s.cfg.TargetsFile, data)
-			if err == nil {
-				s.lastTargets = data
-			}
-		}
-		if err != nil {
-			// Not fatal: the next change retries, and a stale file only delays Prometheus' view.
-			s.log.Warn("cannot write targets file", "path", s.cfg.TargetsFile, "err", err)
-		}
+// writeTargets rewrites the targets file if its content changed. Only the stepping goroutine calls it; w is
+// immutable once built, so no lock is needed.
+func (s *Sim) writeTargets(w *world) {
+	if s.cfg.TargetsFile == "" {
+		return
 	}
+	addr := s.Addr()
+	data, err := renderTargets(addr, w)
+	if err == nil && string(data) != string(s.lastTargets) {
+		err = writeFileAtomic(s.cfg.TargetsFile, data)
+	}
+	if err != nil {
+		// Not fatal: the next change retries, and a stale file only delays Prometheus' view.
+		s.log.Warn("cannot write targets file", "path", s.cfg.TargetsFile, "err", err)
+		return
+	}
+	s.lastTargets, s.targetsAddr = data, addr
 }
 
 // requestCount is how many requests apex a receives during dt. Deterministically it is rps × dt with the
@@ -91,7 +100,8 @@ func (s *Sim) requestCount(a *apex, dt time.Duration) int {
 		return poisson(s.rng, mean)
 	}
 	c := s.carry[a.key] + mean
-	n := math.Floor(c)
+	// The epsilon absorbs float error: ten steps of 0.1 sum to 0.9999999999999999, which must still be 1.
+	n := math.Floor(c + 1e-9)
 	s.carry[a.key] = c - n
 	return int(n)
 }
