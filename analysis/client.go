@@ -137,6 +137,9 @@ func (c *promClient) query(ctx context.Context, name, q string, at time.Time) (m
 	var apiErr *v1.Error
 	if errors.As(err, &apiErr) {
 		qe.Type = string(apiErr.Type)
+		if ex.status == 400 || ex.status == 422 {
+			qe.Body = "" // Prometheus's own error, already in apiErr
+		}
 	}
 	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil {
 		qe.Err = fmt.Errorf("timed out after %s: %w", c.timeout, err)

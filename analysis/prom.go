@@ -149,7 +149,12 @@ func (p *Prom) ranges(t Target) (window, since time.Duration) {
 	if !t.Since.IsZero() && t.Since.Before(t.Now) {
 		since = max(t.Now.Sub(t.Since), floor)
 	}
-	return window, since
+	return wholeSeconds(window), wholeSeconds(since)
+}
+
+// wholeSeconds rounds d up to a whole second, as promRange does.
+func wholeSeconds(d time.Duration) time.Duration {
+	return time.Duration(math.Ceil(d.Seconds())) * time.Second
 }
 
 // measurement is everything one check learnt from Prometheus.

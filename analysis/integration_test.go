@@ -1,0 +1,235 @@
+package analysis_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/canaryd/canaryd/analysis"
+	"github.com/canaryd/canaryd/test/cluster"
+)
+
+// These tests run the analysis against a real Prometheus (the harness's
+// StartPrometheus, scraping every second) that scrapes an emitter printing
+// Linkerd proxy exposition. Each scenario has its own deployments in one
+// namespace, so they run side by side.
+
+const scrape = time.Second
+
+type world struct {
+	prom *cluster.Prometheus
+	em   *emitter
+}
+
+func startWorld(t *testing.T) *world {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("needs a Prometheus server; skipped with -short")
+	}
+	if _, err := exec.LookPath("prometheus"); err != nil {
+		if _, statErr := os.Stat("/usr/bin/prometheus"); statErr != nil {
+			t.Skip("no prometheus binary (apt-get install prometheus)")
+		}
+	}
+	em := startEmitter(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	prom, err := cluster.StartPrometheus(ctx, cluster.PromOptions{Dir: t.TempDir(), ScrapeInterval: scrape, StaticTargets: []string{em.addr}})
+	if err != nil {
+		t.Fatalf("starting prometheus: %v", err)
+	}
+	t.Cleanup(func() { _ = prom.Stop() })
+	return &world{prom: prom, em: em}
+}
+
+func (w *world) analyzer(t *testing.T, checks []analysis.Check) *analysis.Prom {
+	t.Helper()
+	p, err := analysis.NewPrometheus(analysis.Config{
+		Client:         analysis.ClientConfig{Address: w.prom.URL, Timeout: 5 * time.Second},
+		ScrapeInterval: scrape,
+		Checks:         checks,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// scenario starts stable and canary traffic and returns the target to judge.
+func (w *world) scenario(t *testing.T, name string, stable, canary traffic) analysis.Target {
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	sp, cp := w.em.pod("shop", name), w.em.pod("shop", name+"-canary")
+	start := time.Now()
+	go w.em.drive(ctx, sp, stable, 1)
+	if canary.rps > 0 {
+		go w.em.drive(ctx, cp, canary, 2)
+	}
+	return analysis.Target{
+		Namespace: "shop", Canary: name + "-canary", Stable: name,
+		Window: 5 * time.Second, Since: start,
+		MinSuccessRate: 99, MaxLatencyP99: 500 * time.Millisecond, MinRequests: 20,
+	}
+}
+
+// until analyses every second until done says stop or the deadline passes,
+// and returns every result seen.
+func until(t *testing.T, p *analysis.Prom, tg analysis.Target, deadline time.Duration, done func(analysis.Result) bool) []analysis.Result {
+	t.Helper()
+	var seen []analysis.Result
+	for end := time.Now().Add(deadline); time.Now().Before(end); time.Sleep(time.Second) {
+		tg.Now = time.Now()
+		r := p.Analyze(context.Background(), tg)
+		seen = append(seen, r)
+		t.Logf("%s: %s final=%v canary %+v — %s", time.Since(tg.Since).Round(100*time.Millisecond), r.Verdict, r.Final, r.Canary, r.Reason)
+		if done(r) {
+			return seen
+		}
+	}
+	t.Fatalf("no decision within %s", deadline)
+	return nil
+}
+
+func TestRealPrometheus(t *testing.T) {
+	w := startWorld(t)
+	failureRate := analysis.Check{Name: "canary-failure-rps", Max: ptr(5),
+		Query: `sum(rate(response_total{namespace="{{.namespace}}",deployment="{{.canary}}",direction="inbound",classification="failure"}[{{.interval}}])) or vector(0)`}
+	p := w.analyzer(t, []analysis.Check{failureRate})
+	if err := p.Validate(context.Background()); err != nil {
+		t.Fatalf("Validate: %v", err)
+	}
+
+	t.Run("scenarios", func(t *testing.T) {
+		t.Run("a good canary passes", func(t *testing.T) {
+			t.Parallel()
+			tg := w.scenario(t, "good", traffic{rps: 40, latencyMs: 8}, traffic{rps: 20, latencyMs: 8})
+			tg.Checks = []string{"canary-failure-rps"}
+			seen := until(t, p, tg, 30*time.Second, func(r analysis.Result) bool { return r.Verdict != analysis.Inconclusive })
+			r := seen[len(seen)-1]
+			if r.Verdict != analysis.Pass || len(r.Checks) != 1 || r.Checks[0].Verdict != analysis.Pass {
+				t.Fatalf("got %s (%s), checks %+v; want Pass", r.Verdict, r.Reason, r.Checks)
+			}
+		})
+		t.Run("a canary with 20% errors is rolled back at once", func(t *testing.T) {
+			t.Parallel()
+			tg := w.scenario(t, "bad", traffic{rps: 40, latencyMs: 8}, traffic{rps: 20, errRate: 0.2, latencyMs: 8})
+			seen := until(t, p, tg, 30*time.Second, func(r analysis.Result) bool { return r.Verdict != analysis.Inconclusive })
+			r := seen[len(seen)-1]
+			if r.Verdict != analysis.Fail || !r.Final || !strings.Contains(r.Reason, "canary worse than stable") {
+				t.Fatalf("got %s final=%v (%s); want a final Fail from the judge", r.Verdict, r.Final, r.Reason)
+			}
+		})
+		t.Run("a canary three times slower than stable is rolled back", func(t *testing.T) {
+			t.Parallel()
+			tg := w.scenario(t, "slow", traffic{rps: 40, latencyMs: 30}, traffic{rps: 20, latencyMs: 90})
+			seen := until(t, p, tg, 30*time.Second, func(r analysis.Result) bool { return r.Verdict != analysis.Inconclusive })
+			r := seen[len(seen)-1]
+			if r.Verdict != analysis.Fail || !r.Final || !strings.Contains(r.Reason, "slower than") {
+				t.Fatalf("got %s final=%v (%s); want a final Fail on latency", r.Verdict, r.Final, r.Reason)
+			}
+		})
+		t.Run("a canary without traffic is inconclusive, its admin-port scrapes notwithstanding", func(t *testing.T) {
+			t.Parallel()
+			tg := w.scenario(t, "idle", traffic{rps: 40, latencyMs: 8}, traffic{})
+			time.Sleep(8 * scrape)
+			for range 3 {
+				tg.Now = time.Now()
+				r := p.Analyze(context.Background(), tg)
+				if r.Verdict != analysis.Inconclusive || r.Canary.Requests != 0 {
+					t.Fatalf("got %s with %v canary requests (%s); want Inconclusive with 0", r.Verdict, r.Canary.Requests, r.Reason)
+				}
+				if r.Stable.Requests < 100 {
+					t.Fatalf("stable requests %v: is Prometheus scraping the emitter?", r.Stable.Requests)
+				}
+				time.Sleep(scrape)
+			}
+		})
+	})
+
+	t.Run("prometheus stopped mid-rollout is an error, and recovery is clean", func(t *testing.T) {
+		tg := w.scenario(t, "outage", traffic{rps: 40, latencyMs: 8}, traffic{rps: 20, latencyMs: 8})
+		until(t, p, tg, 30*time.Second, func(r analysis.Result) bool { return r.Verdict == analysis.Pass })
+		// stop while queries are in flight
+		stopped := make(chan error, 1)
+		go func() { time.Sleep(5 * time.Millisecond); stopped <- w.prom.Stop() }()
+		for end := time.Now().Add(3 * time.Second); time.Now().Before(end); {
+			tg.Now = time.Now()
+			r := p.Analyze(context.Background(), tg)
+			if r.Verdict == analysis.Error {
+				t.Logf("during the outage: %s", r.Reason)
+				if !strings.Contains(r.Reason, "prometheus: query") {
+					t.Errorf("reason %q does not name the failed query", r.Reason)
+				}
+				break
+			}
+			if r.Verdict != analysis.Pass {
+				t.Fatalf("got %s (%s) while Prometheus went away; want Pass or Error", r.Verdict, r.Reason)
+			}
+		}
+		if err := <-stopped; err != nil {
+			t.Fatalf("stop: %v", err)
+		}
+		tg.Now = time.Now()
+		if r := p.Analyze(context.Background(), tg); r.Verdict != analysis.Error || r.Final {
+			t.Fatalf("with Prometheus down: %s final=%v (%s); want Error", r.Verdict, r.Final, r.Reason)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := w.prom.Restart(ctx); err != nil {
+			t.Fatalf("restart: %v", err)
+		}
+		until(t, p, tg, 30*time.Second, func(r analysis.Result) bool { return r.Verdict == analysis.Pass })
+	})
+}
+
+func TestRealPrometheusRejectsABadCustomQuery(t *testing.T) {
+	w := startWorld(t)
+	checks, err := analysis.ParseChecks([]byte(`
+checks:
+  - name: fine
+    query: 'sum(up{namespace="{{.namespace}}"}) or vector(0)'
+    max: 100
+  - name: no-such-function
+    query: 'sum(nonexistent_fn(response_total{deployment="{{.canary}}"}[{{.interval}}]))'
+    max: 1
+  - name: bad-range
+    query: 'sum(rate(response_total{deployment="{{.canary}}"}[5x]))'
+    max: 1
+`))
+	if err != nil {
+		t.Fatalf("the file is well-formed as far as canaryd can tell: %v", err)
+	}
+	err = w.analyzer(t, checks).Validate(context.Background())
+	if err == nil {
+		t.Fatal("Validate accepted queries Prometheus rejects")
+	}
+	t.Logf("Validate: %v", err)
+	for _, want := range []string{`custom check "no-such-function"`, `custom check "bad-range"`, "bad_data", "HTTP 400"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q", want)
+		}
+	}
+	if strings.Contains(err.Error(), `"fine"`) {
+		t.Errorf("error blames the good check: %v", err)
+	}
+}
+
+func TestCustomTemplateSyntaxErrorNamesTheCheck(t *testing.T) {
+	_, err := analysis.ParseChecks([]byte(`
+checks:
+  - name: p95-latency
+    query: 'histogram_quantile(0.95, sum by (le) (rate(response_latency_ms_bucket{deployment="{{ .canary }"}[{{.interval}}])))'
+    max: 250
+`))
+	if err == nil || !strings.Contains(err.Error(), `custom check "p95-latency": template:`) {
+		t.Fatalf("got %v, want a template error naming p95-latency", err)
+	}
+	var target interface{ Unwrap() []error }
+	_ = errors.As(err, &target) // joined errors stay inspectable
+}
+
+func ptr(v float64) *float64 { return &v }
