@@ -20,7 +20,8 @@ import (
 // Options configure Start. The zero value is a two-node cluster with the shared CRDs and no Prometheus.
 type Options struct {
 	// Dir holds certificates, data, logs and kubeconfigs. Empty: a temporary directory, removed by Stop
-	// unless CANARYD_KEEP_DIR is set. A given Dir is kept; its previous contents are removed by Start.
+	// unless CANARYD_KEEP_DIR is set (and kept after a failed Start, for its logs). A given Dir is kept;
+	// Start removes what an earlier cluster left in it, and refuses to empty any other non-empty directory.
 	Dir string
 	// Nodes is the number of kwok fake nodes (default 2), each with PodsPerNode pods of capacity.
 	Nodes int
@@ -80,6 +81,21 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	// Ports are picked free and then handed to the child, so another process on the machine (a parallel
+	// test package starting its own cluster) can take one in between. That is rare and not the caller's
+	// fault: start again from scratch, with new ports.
+	for attempt := 1; ; attempt++ {
+		c, err := startOnce(ctx, o, bins, crds)
+		if err == nil || attempt == 3 || ctx.Err() != nil || !strings.Contains(err.Error(), "address already in use") {
+			return c, err
+		}
+	}
+}
+
+func startOnce(ctx context.Context, o Options, bins Binaries, crds []string) (*Cluster, error) {
+	var err error
 	c := &Cluster{Dir: o.Dir, users: map[string]string{}}
 	if c.Dir == "" {
 		if c.Dir, err = os.MkdirTemp("", "canaryd-cluster-"); err != nil {
@@ -93,10 +109,8 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 		return nil, fmt.Errorf("absolute dir: %w", err)
 	}
 	c.MeshTargetsFile = filepath.Join(c.Dir, "mesh-targets.json")
-
-	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
-	defer cancel()
 	if err := c.start(ctx, o, bins, crds); err != nil {
+		c.ownsDir = false // keep the logs the error points at
 		if stopErr := c.Stop(); stopErr != nil {
 			err = errors.Join(err, fmt.Errorf("stop after failed start: %w", stopErr))
 		}

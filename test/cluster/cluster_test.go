@@ -36,7 +36,7 @@ func TestMain(m *testing.M) {
 
 func runTests(m *testing.M) int {
 	if _, err := FindBinaries(); err != nil {
-		if os.Getenv("CI") != "" {
+		if ci := os.Getenv("CI"); ci != "" && ci != "false" && ci != "0" {
 			fmt.Fprintf(os.Stderr, "FAIL: CI is set and the control-plane binaries are missing: %v\n", err)
 			return 1
 		}
