@@ -241,8 +241,8 @@ func (c *Cluster) Pids() map[string]int {
 	for _, p := range c.procs {
 		m[p.name] = p.Pid()
 	}
-	if c.Prometheus != nil && c.Prometheus.proc != nil {
-		m["prometheus"] = c.Prometheus.proc.Pid()
+	if c.Prometheus != nil && c.Prometheus.Pid() != 0 {
+		m["prometheus"] = c.Prometheus.Pid()
 	}
 	return m
 }

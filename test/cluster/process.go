@@ -81,15 +81,16 @@ func (p *process) exited() (bool, error) {
 }
 
 // stop sends SIGTERM to the process group, waits up to grace, then SIGKILLs the group and waits for the exit.
+// Once the leader has been reaped its pid (= the group id) may be reused, so an exited process is left alone;
+// none of the components forks helpers that could outlive it.
 func (p *process) stop(grace time.Duration) {
 	if done, _ := p.exited(); done {
-		// The leader is gone but a forked child could still hold the group; make sure of it.
-		_ = syscall.Kill(-p.Pid(), syscall.SIGKILL)
 		return
 	}
 	_ = syscall.Kill(-p.Pid(), syscall.SIGTERM)
 	select {
 	case <-p.done:
+		return
 	case <-time.After(grace):
 	}
 	_ = syscall.Kill(-p.Pid(), syscall.SIGKILL)

@@ -110,7 +110,8 @@ func startPrometheus(ctx context.Context, bin string, o PromOptions, logDir stri
 		"--query.lookback-delta=1m",
 	}
 	if err := p.start(ctx); err != nil {
-		return p, err
+		_ = p.Stop()
+		return nil, err
 	}
 	return p, nil
 }
