@@ -78,8 +78,11 @@ func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error
 	c.metrics.observeDecision(key, dec, w.writes)
 	var conflict conflictError
 	switch {
-	case errors.Is(err, errStale):
-		return 200 * time.Millisecond, nil
+	case errors.Is(err, errStale), apierrors.IsConflict(err), apierrors.IsAlreadyExists(err):
+		// Our cache is behind the API server (often behind our own last
+		// write): nothing was overwritten; decide again from a fresher view.
+		c.log.Debug("cache behind the API server; looking again", zap.String("deployment", key), zap.Error(err))
+		return 100 * time.Millisecond, nil
 	case errors.As(err, &conflict):
 		c.emit(foo, []rollout.Event{{Warning: true, Reason: "Blocked", Message: conflict.Error()}})
 		return 30 * time.Second, nil
@@ -132,6 +135,9 @@ func (c *Controller) apply(ctx context.Context, w *writer, o rollout.Observed, d
 	}
 	if err := w.applyServices(ctx, ds, apex); err != nil {
 		return asConflict(err)
+	}
+	if ds.SkipSplit {
+		return nil
 	}
 	return c.applySplit(ctx, w, apex, ds.Weight)
 }

@@ -66,6 +66,7 @@ func (d *decider) decision() Decision {
 	if d.desired != nil {
 		d.guardCapacity()
 		d.warnUnpaused()
+		d.holdNewSplit()
 	}
 	return Decision{Status: d.st, Desired: d.desired, Events: d.events, RemoveAnnotations: d.remove, RequeueAfter: d.requeue}
 }
@@ -88,6 +89,21 @@ func (d *decider) wake(dt time.Duration) {
 	}
 }
 
+// holdNewSplit defers creating the split until the backend that would get
+// the traffic has a ready endpoint.
+func (d *decider) holdNewSplit() {
+	ds, o := d.desired, d.o
+	if o.Weight != nil || ds.Offboard {
+		return
+	}
+	if (ds.Weight < 1000 && o.StableEndpoints == 0) || (ds.Weight > 0 && o.CanaryEndpoints == 0) {
+		ds.SkipSplit = true
+		if d.st.Message == "" {
+			d.st.Message = fmt.Sprintf("waiting for ready endpoints behind %s-stable before creating the split", o.Name)
+		}
+	}
+}
+
 // invalid keeps everything as it is and says which annotation is wrong. The
 // warning is raised once per distinct message: the status holds the message,
 // so a second reconcile of the same bad value finds nothing new to say.
@@ -96,9 +112,6 @@ func invalid(st Status, err error) Decision {
 	var events []Event
 	if st.Message != msg {
 		events = []Event{{Warning: true, Reason: "InvalidConfig", Message: msg}}
-	}
-	if st.Phase == "" {
-		st.Phase = PhaseIdle
 	}
 	st.Message = msg
 	return Decision{Status: st, Events: events}

@@ -12,7 +12,7 @@ import (
 func adopted(t *testing.T, ann map[string]string) *world {
 	t.Helper()
 	w := newWorld(t, ann)
-	w.run(time.Second, 5*time.Second, phaseIs(PhaseIdle))
+	w.run(time.Second, 5*time.Second, func(s Status) bool { return s.Phase == PhaseIdle && w.weight != nil })
 	return w
 }
 

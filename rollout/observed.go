@@ -81,6 +81,10 @@ type Desired struct {
 	// if absent). False leaves its template alone: it is never changed while
 	// the canary carries traffic.
 	CanaryTemplate bool
+	// SkipSplit: do not create the split yet. A new split would send its
+	// weight to a Service whose endpoints are not there yet (just created);
+	// until they are, the apex keeps balancing over the app's pods itself.
+	SkipSplit bool
 
 	// Offboarding, in order, each once the cluster shows the previous done:
 	// weight to 0; then DeleteSplit; then DeleteRest (Services, foo-canary,

@@ -95,8 +95,11 @@ func (d *decider) stableReturnable() bool {
 // rollout rests (Failed for a failed revision) and the canary goes to 0.
 func (d *decider) rollBack() {
 	o := d.o
+	why := d.st.Message // set by beginRollBack when the roll-back began in this decision
+	if why == "" {
+		why = d.prev.Message
+	}
 	if o.Weight != nil && *o.Weight == 0 {
-		why := d.prev.Message
 		d.st.Phase, d.st.Stage, d.st.Step, d.st.Weight, d.st.HeldSince = PhaseIdle, "", 0, 0, nil
 		if d.st.FailedRevision == d.st.Revision {
 			d.warn("RolledBack", "revision %s rolled back: %s", d.st.Revision, why)
@@ -106,7 +109,7 @@ func (d *decider) rollBack() {
 		d.rest()
 		return
 	}
-	d.st.Message = d.prev.Message
+	d.st.Message = why
 	if d.st.Message == "" {
 		d.st.Message = "rolling back: shifting all traffic to stable"
 	}

@@ -149,6 +149,9 @@ func (w *world) apply(dec Decision) {
 		w.weight = nil
 		return
 	}
+	if ds.SkipSplit && w.weight == nil {
+		return
+	}
 	if w.weight == nil || *w.weight != ds.Weight {
 		if w.weight != nil && *w.weight != ds.Weight {
 			w.checkStepSpacing(ds.Weight)
