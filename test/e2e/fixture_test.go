@@ -147,7 +147,7 @@ func (f *fixture) app(annotations map[string]string, behaviour map[string]string
 	}
 	svc := &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: f.name, Namespace: f.ns, Annotations: map[string]string{"meshsim/rps": "20"}},
-		Spec: corev1.ServiceSpec{Selector: labels, Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromString("http")}}},
+		Spec:       corev1.ServiceSpec{Selector: labels, Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromString("http")}}},
 	}
 	if _, err := env.client.CoreV1().Services(f.ns).Create(f.ctx, svc, metav1.CreateOptions{}); err != nil {
 		f.t.Fatalf("creating Service: %v", err)

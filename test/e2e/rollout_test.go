@@ -194,9 +194,18 @@ func TestOffboardingRemovesEverythingWithoutFailingARequest(t *testing.T) {
 	})
 	ctx := context.Background()
 	for what, get := range map[string]func() error{
-		"TrafficSplit": func() error { _, err := env.dyn.Resource(splitGVR).Namespace(f.ns).Get(ctx, f.name, metav1.GetOptions{}); return err },
-		"web-stable":   func() error { _, err := env.client.CoreV1().Services(f.ns).Get(ctx, f.name+"-stable", metav1.GetOptions{}); return err },
-		"web-canary":   func() error { _, err := env.client.CoreV1().Services(f.ns).Get(ctx, f.name+"-canary", metav1.GetOptions{}); return err },
+		"TrafficSplit": func() error {
+			_, err := env.dyn.Resource(splitGVR).Namespace(f.ns).Get(ctx, f.name, metav1.GetOptions{})
+			return err
+		},
+		"web-stable": func() error {
+			_, err := env.client.CoreV1().Services(f.ns).Get(ctx, f.name+"-stable", metav1.GetOptions{})
+			return err
+		},
+		"web-canary": func() error {
+			_, err := env.client.CoreV1().Services(f.ns).Get(ctx, f.name+"-canary", metav1.GetOptions{})
+			return err
+		},
 		"canary Deployment": func() error {
 			_, err := env.client.AppsV1().Deployments(f.ns).Get(ctx, f.name+"-canary", metav1.GetOptions{})
 			return err
