@@ -53,6 +53,10 @@ apt_packages() {
 		return 0
 	fi
 	need apt-get "this script installs ${missing[*]} with apt-get (Debian/Ubuntu); install them by hand elsewhere"
+	if [[ $(id -u) -ne 0 && ${#SUDO[@]} -eq 0 ]]; then
+		echo "installing ${missing[*]} needs root: run this script as root or install sudo" >&2
+		return 1
+	fi
 	say "apt: installing ${missing[*]}"
 	# The package lists are fetched only when apt does not know the packages yet.
 	local p
