@@ -3,8 +3,12 @@ package analysis
 import (
 	"context"
 	"encoding/json"
+	"encoding/pem"
 	"math"
 	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -388,4 +392,53 @@ func stripStrings(q string) string {
 		b.WriteByte(q[i])
 	}
 	return b.String()
+}
+
+func TestClientTLSAndTokenFile(t *testing.T) {
+	f := newFake("a", "b")
+	srv := httptest.NewTLSServer(f)
+	t.Cleanup(srv.Close)
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca.pem")
+	der := srv.Certificate().Raw
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	token := filepath.Join(dir, "token")
+	cases := []struct {
+		name    string
+		cfg     ClientConfig
+		wantErr string
+	}{
+		{"trusted through the CA file", ClientConfig{CAFile: ca, BearerTokenFile: token}, ""},
+		{"insecure skip verify", ClientConfig{InsecureSkipVerify: true}, ""},
+		{"unknown authority is refused", ClientConfig{}, "certificate"},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := os.WriteFile(token, []byte("rotated-"+strconv.Itoa(i)+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			tc.cfg.Address = srv.URL
+			p, err := NewPrometheus(Config{Client: tc.cfg})
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = p.Validate(context.Background())
+			switch {
+			case tc.wantErr == "" && err != nil:
+				t.Fatalf("Validate: %v", err)
+			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+				t.Fatalf("Validate: %v, want an error about %q", err, tc.wantErr)
+			}
+			if tc.cfg.BearerTokenFile != "" {
+				f.mu.Lock()
+				got := f.forms[len(f.forms)-1].Header.Get("Authorization")
+				f.mu.Unlock()
+				if want := "Bearer rotated-" + strconv.Itoa(i); got != want {
+					t.Errorf("Authorization %q, want %q (the file is read at each request)", got, want)
+				}
+			}
+		})
+	}
 }
