@@ -152,29 +152,29 @@ func (w *writer) applyCanary(ctx context.Context, ds *rollout.Desired, revision 
 
 // applyServices makes foo-stable and foo-canary select the right pods with
 // the apex's ports, and creates the apex if the user has none. It returns
-// the apex's name.
-func (w *writer) applyServices(ctx context.Context, ds *rollout.Desired, apexName string) error {
+// the ports.
+func (w *writer) applyServices(ctx context.Context, ds *rollout.Desired, apexName string) ([]corev1.ServicePort, error) {
 	foo := w.foo
 	sel, err := podSelector(foo)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	apex, err := w.s.services.Services(foo.Namespace).Get(apexName)
 	if err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("reading Service %s: %w", apexName, err)
+		return nil, fmt.Errorf("reading Service %s: %w", apexName, err)
 	}
 	if apierrors.IsNotFound(err) {
 		apex = nil
 	}
 	ports, err := servicePorts(foo, apex)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if apex == nil {
 		svc := service(foo, apexName, sel, ports)
 		svc.OwnerReferences = nil // the apex is what clients call: it outlives canaryd's management
 		if err := w.create(ctx, svc); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	stableSel := maps.Clone(sel)
@@ -186,10 +186,10 @@ func (w *writer) applyServices(ctx context.Context, ds *rollout.Desired, apexNam
 		service(foo, canaryName(foo.Name), canarySel, ports),
 	} {
 		if err := w.applyService(ctx, want); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	return nil
+	return ports, nil
 }
 
 func (w *writer) create(ctx context.Context, svc *corev1.Service) error {

@@ -52,6 +52,9 @@ type Config struct {
 	Log        *zap.Logger
 	Clock      func() time.Time // default time.Now
 	Recorder   record.EventRecorder
+	// Notify, when set, hears every event canaryd raises, with the status
+	// it came with (chat and webhook notifications). It must not block.
+	Notify func(namespace, name string, e rollout.Event, st rollout.Status)
 }
 
 // Controller reconciles opted-in Deployments.
@@ -60,7 +63,7 @@ type Controller struct {
 	log     *zap.Logger
 	queue   workqueue.TypedRateLimitingInterface[string]
 	sets    map[string]*informerSet // by namespace; "" when watching all
-	router  *smiRouter
+	routers map[string]router // by canaryd.io/router value
 	rec     record.EventRecorder
 	metrics *Metrics
 
@@ -113,13 +116,17 @@ func New(cfg Config) (*Controller, error) {
 		synced:  make(chan struct{}),
 		metrics: newMetrics(),
 	}
-	c.router = &smiRouter{dyn: cfg.Dynamic, version: cfg.SMIVersion}
+	c.routers = map[string]router{rollout.RouterSMI: &smiRouter{dyn: cfg.Dynamic, version: cfg.SMIVersion}}
+	served, err := servedResources(cfg.Client.Discovery(), c.routers)
+	if err != nil {
+		return nil, err
+	}
 	namespaces := cfg.Namespaces
 	if len(namespaces) == 0 {
 		namespaces = []string{""}
 	}
 	for _, ns := range namespaces {
-		c.sets[ns] = newInformerSet(cfg.Client, cfg.Dynamic, ns, cfg.Resync, cfg.SMIVersion, c.enqueueFor)
+		c.sets[ns] = newInformerSet(cfg.Client, cfg.Dynamic, ns, cfg.Resync, served, c.enqueueFor)
 	}
 	c.rec = cfg.Recorder
 	return c, nil

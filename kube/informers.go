@@ -8,6 +8,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/informers"
@@ -33,12 +34,13 @@ type informerSet struct {
 	replicaSets appslisters.ReplicaSetLister
 	services    corelisters.ServiceLister
 	slices      discoverylisters.EndpointSliceLister // of canaryd's Services
-	splits      cache.GenericLister
+	// routes are the listers of the routers' resources that are served.
+	routes map[schema.GroupVersionResource]cache.GenericLister
 }
 
 const annotationRSRevision = "canaryd.io/cached-revision"
 
-func newInformerSet(client kubernetes.Interface, dyn dynamic.Interface, ns string, resync time.Duration, smiVersion string, enqueue func(ns, name string)) *informerSet {
+func newInformerSet(client kubernetes.Interface, dyn dynamic.Interface, ns string, resync time.Duration, served map[schema.GroupVersionResource]bool, enqueue func(ns, name string)) *informerSet {
 	byLabel := func(sel string) informers.SharedInformerOption {
 		return informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = sel })
 	}
@@ -50,7 +52,8 @@ func newInformerSet(client kubernetes.Interface, dyn dynamic.Interface, ns strin
 	all := informers.NewSharedInformerFactoryWithOptions(client, resync, informers.WithNamespace(ns), informers.WithTransform(stripForCache))
 	splits := dynamicinformer.NewFilteredDynamicSharedInformerFactory(dyn, resync, ns, func(o *metav1.ListOptions) { o.LabelSelector = rollout.LabelManaged })
 
-	s := &informerSet{factories: []interface{ Start(<-chan struct{}) }{enabled, managed, all, splits}}
+	s := &informerSet{factories: []interface{ Start(<-chan struct{}) }{enabled, managed, all, splits},
+		routes: map[schema.GroupVersionResource]cache.GenericLister{}}
 
 	deps := enabled.Apps().V1().Deployments()
 	s.deployments = deps.Lister()
@@ -89,12 +92,14 @@ func newInformerSet(client kubernetes.Interface, dyn dynamic.Interface, ns strin
 	s.slices = slices.Lister()
 	onObject(slices.Informer(), byManagedLabel(enqueue))
 
-	split := splits.ForResource(smiGVR(smiVersion))
-	s.splits = split.Lister()
-	onObject(split.Informer(), byManagedLabel(enqueue))
-
 	s.synced = []cache.InformerSynced{deps.Informer().HasSynced, ownedDeps.Informer().HasSynced, rs.Informer().HasSynced,
-		svcs.Informer().HasSynced, slices.Informer().HasSynced, split.Informer().HasSynced}
+		svcs.Informer().HasSynced, slices.Informer().HasSynced}
+	for gvr := range served {
+		inf := splits.ForResource(gvr)
+		s.routes[gvr] = inf.Lister()
+		onObject(inf.Informer(), byManagedLabel(enqueue))
+		s.synced = append(s.synced, inf.Informer().HasSynced)
+	}
 	return s
 }
 

@@ -96,11 +96,11 @@ func (c *Controller) observe(foo *appsv1.Deployment, enabled bool) (rollout.Obse
 	if o.CanaryEndpoints, err = c.readyEndpoints(s, foo.Namespace, canaryName(foo.Name)); err != nil {
 		return o, err
 	}
-	w, err := c.router.observe(s, foo.Namespace, foo.Name)
-	if err != nil {
-		return o, err
+	if r, l, err := c.routerFor(s, c.routerName(o.Annotations)); err == nil {
+		if o.Weight, err = r.observe(l, foo.Namespace, foo.Name); err != nil {
+			return o, err
+		}
 	}
-	o.Weight = w
 	return o, nil
 }
 

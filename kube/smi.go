@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/tools/cache"
 
 	"github.com/canaryd/canaryd/rollout"
 )
@@ -31,8 +32,10 @@ type smiRouter struct {
 
 // observe returns the canary weight in milli, or nil when there is no split
 // of canaryd's shape (absent, or edited into another shape: it is rewritten).
-func (r *smiRouter) observe(s *informerSet, ns, foo string) (*int, error) {
-	obj, err := s.splits.ByNamespace(ns).Get(foo)
+func (r *smiRouter) gvr() schema.GroupVersionResource { return smiGVR(r.version) }
+
+func (r *smiRouter) observe(l cache.GenericLister, ns, foo string) (*int, error) {
+	obj, err := l.ByNamespace(ns).Get(foo)
 	if apierrors.IsNotFound(err) {
 		return nil, nil
 	}
@@ -112,10 +115,10 @@ func (r *smiRouter) backends(foo string, milli int) []any {
 
 // apply makes the split carry milli for the canary. It writes only when the
 // observed split differs, and updates carry the cached resourceVersion.
-func (r *smiRouter) apply(ctx context.Context, s *informerSet, foo *appsv1.Deployment, apex string, milli int) (bool, error) {
+func (r *smiRouter) apply(ctx context.Context, l cache.GenericLister, foo *appsv1.Deployment, apex parent, milli int) (bool, error) {
 	client := r.dyn.Resource(smiGVR(r.version)).Namespace(foo.Namespace)
-	spec := map[string]any{"service": apex, "backends": r.backends(foo.Name, milli)}
-	obj, err := s.splits.ByNamespace(foo.Namespace).Get(foo.Name)
+	spec := map[string]any{"service": apex.Name, "backends": r.backends(foo.Name, milli)}
+	obj, err := l.ByNamespace(foo.Namespace).Get(foo.Name)
 	if apierrors.IsNotFound(err) {
 		u := &unstructured.Unstructured{Object: map[string]any{
 			"apiVersion": smiGVR(r.version).GroupVersion().String(),
@@ -135,8 +138,8 @@ func (r *smiRouter) apply(ctx context.Context, s *informerSet, foo *appsv1.Deplo
 		return false, fmt.Errorf("reading TrafficSplit %s: %w", foo.Name, err)
 	}
 	cur := obj.(*unstructured.Unstructured)
-	if w, _ := r.observe(s, foo.Namespace, foo.Name); w != nil && *w == milli {
-		if svc, _, _ := unstructured.NestedString(cur.Object, "spec", "service"); svc == apex {
+	if w, _ := r.observe(l, foo.Namespace, foo.Name); w != nil && *w == milli {
+		if svc, _, _ := unstructured.NestedString(cur.Object, "spec", "service"); svc == apex.Name {
 			return false, nil
 		}
 	}
@@ -151,8 +154,8 @@ func (r *smiRouter) apply(ctx context.Context, s *informerSet, foo *appsv1.Deplo
 	return true, nil
 }
 
-func (r *smiRouter) delete(ctx context.Context, s *informerSet, ns, foo string) error {
-	if _, err := s.splits.ByNamespace(ns).Get(foo); apierrors.IsNotFound(err) {
+func (r *smiRouter) delete(ctx context.Context, l cache.GenericLister, ns, foo string) error {
+	if _, err := l.ByNamespace(ns).Get(foo); apierrors.IsNotFound(err) {
 		return nil
 	}
 	err := r.dyn.Resource(smiGVR(r.version)).Namespace(ns).Delete(ctx, foo, metav1.DeleteOptions{})

@@ -70,7 +70,7 @@ func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error
 		o.Check = &res
 		c.setProbe(key, o.Now)
 		c.log.Debug("analysis", zap.String("deployment", key), zap.String("verdict", string(res.Verdict)),
-			zap.Bool("final", res.Final), zap.String("reason", res.Reason))
+			zap.Bool("final", res.Final), zap.String("reason", res.Reason), zap.Any("judge", res.Judge))
 	}
 	dec := rollout.Decide(o)
 	w := &writer{c: c, s: s, foo: foo}
@@ -84,7 +84,7 @@ func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error
 		c.log.Debug("cache behind the API server; looking again", zap.String("deployment", key), zap.Error(err))
 		return 100 * time.Millisecond, nil
 	case errors.As(err, &conflict):
-		c.emit(foo, []rollout.Event{{Warning: true, Reason: "Blocked", Message: conflict.Error()}})
+		c.emit(foo, []rollout.Event{{Warning: true, Reason: "Blocked", Message: conflict.Error()}}, dec.Status)
 		return 30 * time.Second, nil
 	case err != nil:
 		return 0, err
@@ -105,7 +105,7 @@ func (c *Controller) apply(ctx context.Context, w *writer, o rollout.Observed, d
 	offboardDone := ds != nil && ds.Offboard && ds.DeleteRest
 	if offboardDone {
 		// Everything of canaryd's goes before foo is unpaused and forgotten.
-		if err := c.router.delete(ctx, w.s, w.foo.Namespace, w.foo.Name); err != nil {
+		if err := c.deleteRoutes(ctx, w.s, w.foo.Namespace, w.foo.Name, ""); err != nil {
 			return err
 		}
 		if err := w.deleteOwned(ctx); err != nil {
@@ -115,44 +115,54 @@ func (c *Controller) apply(ctx context.Context, w *writer, o rollout.Observed, d
 	if err := w.patchFoo(ctx, dec, offboardDone); err != nil {
 		return err
 	}
-	c.emit(w.foo, dec.Events)
+	c.emit(w.foo, dec.Events, dec.Status)
 	if ds == nil || offboardDone {
 		return nil
 	}
 	spec, _ := rollout.ParseSpec(o.Annotations, o.Defaults)
-	apex := spec.Service
-	if apex == "" {
-		apex = w.foo.Name
+	apex := parent{Name: spec.Service}
+	if apex.Name == "" {
+		apex.Name = w.foo.Name
 	}
 	if ds.Offboard {
 		if ds.DeleteSplit {
-			return c.router.delete(ctx, w.s, w.foo.Namespace, w.foo.Name)
+			return c.deleteRoutes(ctx, w.s, w.foo.Namespace, w.foo.Name, "")
 		}
-		return c.applySplit(ctx, w, apex, ds.Weight)
+		return c.applySplit(ctx, w, spec.Router, apex, ds.Weight)
 	}
 	if err := w.applyCanary(ctx, ds, o.Revision); err != nil {
 		return asConflict(err)
 	}
-	if err := w.applyServices(ctx, ds, apex); err != nil {
+	ports, err := w.applyServices(ctx, ds, apex.Name)
+	if err != nil {
 		return asConflict(err)
 	}
+	apex.Ports = ports
 	if ds.SkipSplit {
 		return nil
 	}
-	return c.applySplit(ctx, w, apex, ds.Weight)
+	if err := c.applySplit(ctx, w, spec.Router, apex, ds.Weight); err != nil {
+		return err
+	}
+	// The chosen router's object is in place: any other router's goes.
+	return c.deleteRoutes(ctx, w.s, w.foo.Namespace, w.foo.Name, spec.Router)
 }
 
-func (c *Controller) applySplit(ctx context.Context, w *writer, apex string, weight int) error {
-	if w, _ := c.router.observe(w.s, w.foo.Namespace, w.foo.Name); w != nil && *w == weight {
+func (c *Controller) applySplit(ctx context.Context, w *writer, routerName string, apex parent, weight int) error {
+	r, l, err := c.routerFor(w.s, routerName)
+	if err != nil {
+		return err
+	}
+	if cur, _ := r.observe(l, w.foo.Namespace, w.foo.Name); cur != nil && *cur == weight {
 		return nil
 	}
 	if err := w.ensureFresh(ctx); err != nil {
 		return err
 	}
-	wrote, err := c.router.apply(ctx, w.s, w.foo, apex, weight)
+	wrote, err := r.apply(ctx, l, w.foo, apex, weight)
 	if wrote {
 		w.writes++
-		c.log.Info("weight", zap.String("deployment", w.foo.Namespace+"/"+w.foo.Name), zap.Int("canaryMilli", weight))
+		c.log.Info("weight", zap.String("deployment", w.foo.Namespace+"/"+w.foo.Name), zap.String("router", routerName), zap.Int("canaryMilli", weight))
 	}
 	return err
 }
@@ -181,7 +191,7 @@ func (c *Controller) hasTraces(s *informerSet, foo *appsv1.Deployment) bool {
 	if _, err := s.owned.Deployments(foo.Namespace).Get(canaryName(foo.Name)); err == nil {
 		return true
 	}
-	if _, err := s.splits.ByNamespace(foo.Namespace).Get(foo.Name); err == nil {
+	if c.hasRoute(s, foo.Namespace, foo.Name) {
 		return true
 	}
 	for _, n := range []string{stableName(foo.Name), canaryName(foo.Name)} {
@@ -199,7 +209,7 @@ func (c *Controller) forget(key string) {
 
 // emit raises each event on foo and logs it: every decision a user can see
 // leaves both.
-func (c *Controller) emit(foo *appsv1.Deployment, events []rollout.Event) {
+func (c *Controller) emit(foo *appsv1.Deployment, events []rollout.Event, st rollout.Status) {
 	for _, e := range events {
 		typ := corev1.EventTypeNormal
 		log := c.log.Info
@@ -207,6 +217,10 @@ func (c *Controller) emit(foo *appsv1.Deployment, events []rollout.Event) {
 			typ, log = corev1.EventTypeWarning, c.log.Warn
 		}
 		c.rec.Event(foo, typ, e.Reason, e.Message)
-		log(e.Message, zap.String("deployment", foo.Namespace+"/"+foo.Name), zap.String("reason", e.Reason))
+		log(e.Message, zap.String("deployment", foo.Namespace+"/"+foo.Name), zap.String("reason", e.Reason),
+			zap.String("phase", string(st.Phase)), zap.Int("weight", st.Weight))
+		if c.cfg.Notify != nil {
+			c.cfg.Notify(foo.Namespace, foo.Name, e, st)
+		}
 	}
 }

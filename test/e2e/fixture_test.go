@@ -146,11 +146,21 @@ func (f *fixture) app(annotations map[string]string, behaviour map[string]string
 		f.t.Fatalf("creating Deployment: %v", err)
 	}
 	svc := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: f.name, Namespace: f.ns, Annotations: map[string]string{"meshsim/rps": "20"}},
+		ObjectMeta: metav1.ObjectMeta{Name: f.name, Namespace: f.ns},
 		Spec:       corev1.ServiceSpec{Selector: labels, Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromString("http")}}},
 	}
 	if _, err := env.client.CoreV1().Services(f.ns).Create(f.ctx, svc, metav1.CreateOptions{}); err != nil {
 		f.t.Fatalf("creating Service: %v", err)
+	}
+	// Traffic starts once the app's pods are ready behind its Service, as
+	// it would for an app already serving when it is opted in.
+	f.waitFor("the app's endpoints", time.Minute, func() (bool, error) {
+		n, err := readyEndpoints(f.ctx, f.ns, f.name)
+		return n == 2, err
+	})
+	b, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{"meshsim/rps": "20"}}})
+	if _, err := env.client.CoreV1().Services(f.ns).Patch(f.ctx, f.name, types.MergePatchType, b, metav1.PatchOptions{}); err != nil {
+		f.t.Fatalf("starting traffic: %v", err)
 	}
 	return f
 }

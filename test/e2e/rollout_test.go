@@ -174,6 +174,10 @@ func TestARestartedControllerResumesAtTheSameStepAndNeverStepsEarly(t *testing.T
 		t.Errorf("step 3 began %s after step 2 across a restart (interval %s)", gap, interval)
 	}
 	f.waitPhase(rollout.PhaseSucceeded, 2*time.Minute)
+	f.waitFor("split back at stable 100%", 10*time.Second, func() (bool, error) {
+		w := f.auditor.weights()
+		return w[len(w)-1] == 0, nil
+	})
 	if got, want := f.auditor.weights(), []int{-1, 0, 100, 200, 500, 1000, 0}; !reflect.DeepEqual(got, want) {
 		t.Errorf("canary weights %v, want %v (no step repeated or skipped)", got, want)
 	}
