@@ -63,7 +63,7 @@ type Controller struct {
 	log     *zap.Logger
 	queue   workqueue.TypedRateLimitingInterface[string]
 	sets    map[string]*informerSet // by namespace; "" when watching all
-	routers map[string]router // by canaryd.io/router value
+	routers map[string]router       // by canaryd.io/router value
 	rec     record.EventRecorder
 	metrics *Metrics
 
