@@ -1,0 +1,303 @@
+package kube
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	fakediscovery "k8s.io/client-go/discovery/fake"
+	dynamicfake "k8s.io/client-go/dynamic/fake"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+
+	"github.com/canaryd/canaryd/analysis"
+	"github.com/canaryd/canaryd/rollout"
+)
+
+// rig is a Controller on fake clients whose informers run, so a test can
+// sync a key, let the caches catch up, and look at what was written.
+type rig struct {
+	t      *testing.T
+	c      *Controller
+	client *fake.Clientset
+	dyn    *dynamicfake.FakeDynamicClient
+	rec    *record.FakeRecorder
+	ctx    context.Context
+}
+
+type passAnalyzer struct{}
+
+func (passAnalyzer) Analyze(context.Context, analysis.Target) analysis.Result {
+	return analysis.Result{Verdict: analysis.Pass, Reason: "fine"}
+}
+
+func newRig(t *testing.T, objs ...runtime.Object) *rig {
+	t.Helper()
+	client := fake.NewSimpleClientset(objs...)
+	client.Discovery().(*fakediscovery.FakeDiscovery).Resources = []*metav1.APIResourceList{{
+		GroupVersion: "split.smi-spec.io/v1alpha1",
+		APIResources: []metav1.APIResource{{Name: "trafficsplits", Namespaced: true, Kind: "TrafficSplit"}},
+	}}
+	dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(),
+		map[schema.GroupVersionResource]string{smiGVR("v1alpha1"): "TrafficSplitList"})
+	rec := record.NewFakeRecorder(100)
+	defaults := rollout.DefaultSpec()
+	defaults.Interval = 10 * time.Second
+	c, err := New(Config{Client: client, Dynamic: dyn, Analyzer: passAnalyzer{}, Defaults: defaults, Recorder: rec,
+		Clock: func() time.Time { return time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	s := c.sets[""]
+	s.start(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), s.synced...) {
+		t.Fatal("caches did not sync")
+	}
+	return &rig{t: t, c: c, client: client, dyn: dyn, rec: rec, ctx: ctx}
+}
+
+// sync reconciles foo and waits until the caches have seen the writes.
+func (r *rig) sync() time.Duration {
+	r.t.Helper()
+	before := len(r.client.Actions()) + len(r.dyn.Actions())
+	requeue, err := r.c.sync(r.ctx, "shop/foo")
+	if err != nil {
+		r.t.Fatalf("sync: %v", err)
+	}
+	if len(r.client.Actions())+len(r.dyn.Actions()) > before {
+		time.Sleep(100 * time.Millisecond) // fake watches deliver asynchronously
+	}
+	return requeue
+}
+
+func (r *rig) writes() []string {
+	var out []string
+	for _, a := range append(r.client.Actions(), r.dyn.Actions()...) {
+		switch a.GetVerb() {
+		case "create", "update", "patch", "delete":
+			out = append(out, a.GetVerb()+" "+a.GetResource().Resource+"/"+name(a))
+		}
+	}
+	return out
+}
+
+func name(a k8stesting.Action) string {
+	switch x := a.(type) {
+	case k8stesting.CreateAction:
+		if m, ok := x.GetObject().(metav1.Object); ok {
+			return m.GetName()
+		}
+	case k8stesting.UpdateAction:
+		if m, ok := x.GetObject().(metav1.Object); ok {
+			return m.GetName()
+		}
+	case k8stesting.PatchAction:
+		return x.GetName()
+	case k8stesting.DeleteAction:
+		return x.GetName()
+	}
+	return ""
+}
+
+func (r *rig) foo() *appsv1.Deployment {
+	d, err := r.client.AppsV1().Deployments("shop").Get(r.ctx, "foo", metav1.GetOptions{})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return d
+}
+
+func (r *rig) events() string {
+	var out []string
+	for {
+		select {
+		case e := <-r.rec.Events:
+			out = append(out, e)
+		default:
+			return strings.Join(out, "\n")
+		}
+	}
+}
+
+// app is an opted-in Deployment whose own rollout is complete, its
+// ReplicaSet, its apex Service and an EndpointSlice for foo-stable.
+func app(annotations map[string]string) []runtime.Object {
+	two := int32(2)
+	labels := map[string]string{"app": "foo"}
+	tpl := corev1.PodTemplateSpec{
+		ObjectMeta: metav1.ObjectMeta{Labels: labels},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "shop/foo:1", Ports: []corev1.ContainerPort{{ContainerPort: 8080}}}}},
+	}
+	foo := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "foo", Namespace: "shop", UID: "foo-uid", Generation: 1,
+			Labels: map[string]string{rollout.LabelEnabled: "true"}, Annotations: annotations},
+		Spec:   appsv1.DeploymentSpec{Replicas: &two, Selector: &metav1.LabelSelector{MatchLabels: labels}, Template: tpl},
+		Status: appsv1.DeploymentStatus{ObservedGeneration: 1, Replicas: 2, UpdatedReplicas: 2, AvailableReplicas: 2, ReadyReplicas: 2},
+	}
+	rsTpl := tpl.DeepCopy()
+	rsTpl.Labels = map[string]string{"app": "foo", appsv1.DefaultDeploymentUniqueLabelKey: "h1"}
+	rs := &appsv1.ReplicaSet{
+		ObjectMeta: metav1.ObjectMeta{Name: "foo-h1", Namespace: "shop", Labels: rsTpl.Labels,
+			OwnerReferences: []metav1.OwnerReference{{Kind: "Deployment", Name: "foo", UID: "foo-uid"}}},
+		Spec:   appsv1.ReplicaSetSpec{Replicas: &two, Template: *rsTpl},
+		Status: appsv1.ReplicaSetStatus{Replicas: 2, ReadyReplicas: 2, AvailableReplicas: 2},
+	}
+	apex := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "foo", Namespace: "shop"},
+		Spec: corev1.ServiceSpec{Selector: labels, Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080)}}}}
+	yes := true
+	slice := &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{Name: "foo-stable-x", Namespace: "shop",
+			Labels: map[string]string{discoveryv1.LabelServiceName: "foo-stable", rollout.LabelManaged: "foo"}},
+		Endpoints: []discoveryv1.Endpoint{{Addresses: []string{"10.0.0.1"}, Conditions: discoveryv1.EndpointConditions{Ready: &yes}}},
+	}
+	return []runtime.Object{foo, rs, apex, slice}
+}
+
+func TestAdoptionCreatesServicesAndSplitAndPausesTheDeployment(t *testing.T) {
+	r := newRig(t, app(nil)...)
+	r.sync() // adopt: status, pause, Services (the split waits for the stable Service's endpoints)
+	r.sync() // endpoints are there: the split at stable 100 %
+
+	foo := r.foo()
+	st, err := rollout.ParseStatus(foo.Annotations[rollout.AnnotationStatus])
+	if err != nil || st.Phase != rollout.PhaseIdle || st.StableHash != "h1" {
+		t.Fatalf("status %+v (%v)", st, err)
+	}
+	if !foo.Spec.Paused {
+		t.Error("foo not paused")
+	}
+	stable, err := r.client.CoreV1().Services("shop").Get(r.ctx, "foo-stable", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stable.Spec.Selector["pod-template-hash"] != "h1" || stable.Spec.Selector["app"] != "foo" || stable.Spec.Ports[0].Port != 80 {
+		t.Errorf("foo-stable: selector %v ports %v", stable.Spec.Selector, stable.Spec.Ports)
+	}
+	canary, err := r.client.CoreV1().Services("shop").Get(r.ctx, "foo-canary", metav1.GetOptions{})
+	if err != nil || canary.Spec.Selector[rollout.LabelRole] != rollout.RoleCanary {
+		t.Fatalf("foo-canary: %v %v", canary, err)
+	}
+	split, err := r.dyn.Resource(smiGVR("v1alpha1")).Namespace("shop").Get(r.ctx, "foo", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	backends, _, _ := unstructured.NestedSlice(split.Object, "spec", "backends")
+	if got := backends[0].(map[string]any)["weight"]; got != "1000m" {
+		t.Errorf("stable weight %v, want 1000m (backends %v)", got, backends)
+	}
+	if svc, _, _ := unstructured.NestedString(split.Object, "spec", "service"); svc != "foo" {
+		t.Errorf("split root %q", svc)
+	}
+	if ev := r.events(); !strings.Contains(ev, "Normal Adopted") {
+		t.Errorf("events: %s", ev)
+	}
+}
+
+func TestASecondSyncOfTheSameStateWritesNothing(t *testing.T) {
+	r := newRig(t, app(nil)...)
+	r.sync()
+	r.sync()
+	before := len(r.writes())
+	r.sync()
+	if after := r.writes(); len(after) != before {
+		t.Fatalf("third sync wrote: %v", after[before:])
+	}
+}
+
+func TestAnInvalidAnnotationWritesNoObjectAndWarns(t *testing.T) {
+	r := newRig(t, app(map[string]string{rollout.KeyRouter: "istio"})...)
+	r.sync()
+	for _, w := range r.writes() {
+		if !strings.HasPrefix(w, "patch deployments/foo") {
+			t.Errorf("wrote %s despite an invalid configuration", w)
+		}
+	}
+	if ev := r.events(); !strings.Contains(ev, "Warning InvalidConfig") || !strings.Contains(ev, rollout.KeyRouter) {
+		t.Errorf("events: %s", ev)
+	}
+	if r.foo().Spec.Paused {
+		t.Error("paused despite the invalid configuration")
+	}
+}
+
+func TestANewRevisionBringsUpTheCanary(t *testing.T) {
+	r := newRig(t, app(nil)...)
+	r.sync()
+	r.sync()
+	foo := r.foo()
+	foo.Spec.Template.Spec.Containers[0].Image = "shop/foo:2"
+	foo.Generation = 2
+	if _, err := r.client.AppsV1().Deployments("shop").Update(r.ctx, foo, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	r.sync()
+	canary, err := r.client.AppsV1().Deployments("shop").Get(r.ctx, "foo-canary", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if canary.Spec.Template.Spec.Containers[0].Image != "shop/foo:2" || *canary.Spec.Replicas != 1 ||
+		canary.Spec.Selector.MatchLabels[rollout.LabelRole] != rollout.RoleCanary || canary.OwnerReferences[0].UID != "foo-uid" {
+		t.Errorf("canary: image %s replicas %d selector %v", canary.Spec.Template.Spec.Containers[0].Image, *canary.Spec.Replicas, canary.Spec.Selector)
+	}
+	if canary.Annotations[rollout.AnnotationRevision] != revisionOf(&r.foo().Spec.Template) {
+		t.Error("canary revision annotation does not match foo's template")
+	}
+	st, _ := rollout.ParseStatus(r.foo().Annotations[rollout.AnnotationStatus])
+	if st.Phase != rollout.PhaseProgressing || st.Step != 0 {
+		t.Errorf("status %+v", st)
+	}
+}
+
+func TestAStaleCacheNeverUndoesANewerDecision(t *testing.T) {
+	r := newRig(t, app(nil)...)
+	r.sync()
+	r.sync()
+	// Someone (another canaryd, a person) changes foo behind our cache's back.
+	foo := r.foo()
+	foo.Annotations["team"] = "payments"
+	foo.ResourceVersion = "999"
+	r.client.Tracker().Update(schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}, foo, "shop") //nolint:errcheck
+	w := &writer{c: r.c, s: r.c.sets[""], foo: r.c.mustCached(t, "foo")}
+	w.foo.ResourceVersion = "1"
+	if err := w.ensureFresh(r.ctx); err != errStale {
+		t.Fatalf("ensureFresh with a stale cache: %v, want errStale", err)
+	}
+}
+
+func (c *Controller) mustCached(t *testing.T, name string) *appsv1.Deployment {
+	d, err := c.sets[""].deployments.Deployments("shop").Get(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d.DeepCopy()
+}
+
+func TestRevisionIgnoresTheLabelsThatOnlyTellReplicaSetsApart(t *testing.T) {
+	tpl := corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "foo"}}}
+	withHash := tpl.DeepCopy()
+	withHash.Labels[appsv1.DefaultDeploymentUniqueLabelKey] = "abc"
+	withRole := tpl.DeepCopy()
+	withRole.Labels[rollout.LabelRole] = rollout.RoleCanary
+	if revisionOf(&tpl) != revisionOf(withHash) || revisionOf(&tpl) != revisionOf(withRole) {
+		t.Error("hash or role label changed the revision")
+	}
+	other := tpl.DeepCopy()
+	other.Labels["version"] = "2"
+	if revisionOf(&tpl) == revisionOf(other) {
+		t.Error("a template change kept the revision")
+	}
+}
