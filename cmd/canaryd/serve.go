@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"strings"
 	"time"
@@ -39,6 +40,7 @@ type options struct {
 	leaderElect                                         bool
 	leaseNamespace, leaseName                           string
 	leaseDuration                                       time.Duration
+	pprof                                               bool
 }
 
 // defaultFlags maps --default-<key> flags onto the annotations they
@@ -79,6 +81,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.leaseNamespace, "leader-election-namespace", "canaryd", "namespace of the Lease")
 	fs.StringVar(&o.leaseName, "leader-election-id", "canaryd", "name of the Lease")
 	fs.DurationVar(&o.leaseDuration, "leader-election-lease", 15*time.Second, "lease duration")
+	fs.BoolVar(&o.pprof, "pprof", false, "serve /debug/pprof/ on the --listen address (profiling)")
 	for _, d := range defaultFlags {
 		o.defaults[d.key] = fs.String("default-"+strings.TrimPrefix(d.key, rollout.Prefix), d.value, "cluster default of "+d.key)
 	}
@@ -202,7 +205,7 @@ func serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("--listen %s: %w", o.listen, err)
 	}
-	srv := &http.Server{Handler: endpoints(reg, ctrl.HasSynced()), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: endpoints(reg, ctrl.HasSynced(), o.pprof), ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	defer func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -218,8 +221,15 @@ func serve(ctx context.Context, args []string) error {
 	return runElected(ctx, o, client, ctrl, log)
 }
 
-func endpoints(reg *prometheus.Registry, synced <-chan struct{}) http.Handler {
+func endpoints(reg *prometheus.Registry, synced <-chan struct{}, withPprof bool) http.Handler {
 	mux := http.NewServeMux()
+	if withPprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
