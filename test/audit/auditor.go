@@ -1,0 +1,256 @@
+package audit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/canaryd/canaryd/rollout"
+)
+
+// SplitGVR is the SMI TrafficSplit version canaryd writes by default, whose
+// weights are milli quantities summing to 1000m.
+var SplitGVR = schema.GroupVersionResource{Group: "split.smi-spec.io", Version: "v1alpha1", Resource: "trafficsplits"}
+
+// Config says what to audit and how. Client, Dynamic, Namespace and App are
+// required.
+type Config struct {
+	// Client and Dynamic read the cluster. Point them at the API server
+	// directly, not through a fault-injecting proxy: the auditor is the
+	// witness, not the suspect.
+	Client  kubernetes.Interface
+	Dynamic dynamic.Interface
+	// Namespace and App name the Deployment; its split is App, its backends
+	// App-stable and App-canary.
+	Namespace, App string
+	// Interval is the app's step interval (canaryd.io/interval); 0 turns the
+	// pacing rules off.
+	Interval time.Duration
+	// Period is the sampling period (default 100ms).
+	Period time.Duration
+}
+
+// Auditor samples one app until stopped.
+type Auditor struct {
+	cfg    Config
+	rules  *Rules
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu      sync.Mutex
+	samples int
+	blind   int
+	lastErr error
+}
+
+// Start begins sampling at once and keeps going until Stop or ctx ends.
+func Start(ctx context.Context, cfg Config) (*Auditor, error) {
+	if cfg.Client == nil || cfg.Dynamic == nil {
+		return nil, errors.New("audit: Config.Client and Config.Dynamic are required")
+	}
+	if cfg.Namespace == "" || cfg.App == "" {
+		return nil, fmt.Errorf("audit: Config.Namespace (%q) and Config.App (%q) are required", cfg.Namespace, cfg.App)
+	}
+	if cfg.Interval < 0 {
+		return nil, fmt.Errorf("audit: Config.Interval %s: want 0 (no pacing rules) or more", cfg.Interval)
+	}
+	if cfg.Period <= 0 {
+		cfg.Period = 100 * time.Millisecond
+	}
+	// A sample's time is taken after its reads; reads plus one period is
+	// the uncertainty on any gap between two changes.
+	slack := 2 * cfg.Period
+	ctx, cancel := context.WithCancel(ctx)
+	a := &Auditor{cfg: cfg, rules: NewRules(cfg.App+"-canary", 1000, cfg.Interval, slack), cancel: cancel, done: make(chan struct{})}
+	go a.loop(ctx)
+	return a, nil
+}
+
+func (a *Auditor) loop(ctx context.Context) {
+	defer close(a.done)
+	tick := time.NewTicker(a.cfg.Period)
+	defer tick.Stop()
+	for {
+		a.sampleOnce(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// Stop ends sampling and waits for the last sample. Idempotent.
+func (a *Auditor) Stop() {
+	a.cancel()
+	<-a.done
+}
+
+func (a *Auditor) sampleOnce(ctx context.Context) {
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	s, err := a.read(rctx)
+	a.mu.Lock()
+	a.samples++
+	if err != nil {
+		if ctx.Err() == nil {
+			a.blind++
+			a.lastErr = err
+		}
+		a.mu.Unlock()
+		return
+	}
+	a.mu.Unlock()
+	a.rules.Observe(s)
+}
+
+// read takes one sample: endpoints, split, endpoints again, Deployment.
+func (a *Auditor) read(ctx context.Context) (Sample, error) {
+	ns, app := a.cfg.Namespace, a.cfg.App
+	backends := []string{app + "-stable", app + "-canary"}
+	before, err := ReadyCounts(ctx, a.cfg.Client, ns, backends)
+	if err != nil {
+		return Sample{}, err
+	}
+	s := Sample{Empty: map[string]bool{}}
+	u, err := a.cfg.Dynamic.Resource(SplitGVR).Namespace(ns).Get(ctx, app, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+	case err != nil:
+		return Sample{}, fmt.Errorf("reading TrafficSplit %s/%s: %w", ns, app, err)
+	default:
+		s.Split = true
+		if s.Weights, err = splitWeights(u); err != nil {
+			return Sample{}, err
+		}
+		for b := range s.Weights {
+			if _, ok := before[b]; !ok {
+				backends = append(backends, b)
+			}
+		}
+	}
+	after, err := ReadyCounts(ctx, a.cfg.Client, ns, backends)
+	if err != nil {
+		return Sample{}, err
+	}
+	for b := range s.Weights {
+		if before[b] == 0 && after[b] == 0 {
+			s.Empty[b] = true
+		}
+	}
+	d, err := a.cfg.Client.AppsV1().Deployments(ns).Get(ctx, app, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+	case err != nil:
+		return Sample{}, fmt.Errorf("reading Deployment %s/%s: %w", ns, app, err)
+	default:
+		if v := d.Annotations[rollout.AnnotationStatus]; v != "" {
+			// canaryd writes this annotation whole; a value that does not
+			// parse is a fact worth keeping, but not a routing one.
+			if st, err := rollout.ParseStatus(v); err == nil {
+				s.Status = &st
+			}
+		}
+	}
+	s.At = time.Now()
+	return s, nil
+}
+
+// splitWeights reads a v1alpha1 TrafficSplit's backends as milli weights.
+func splitWeights(u *unstructured.Unstructured) (map[string]int64, error) {
+	backends, _, err := unstructured.NestedSlice(u.Object, "spec", "backends")
+	if err != nil {
+		return nil, fmt.Errorf("TrafficSplit %s: spec.backends: %w", u.GetName(), err)
+	}
+	out := map[string]int64{}
+	for i, b := range backends {
+		m, _ := b.(map[string]any)
+		svc, _ := m["service"].(string)
+		q, err := resource.ParseQuantity(fmt.Sprint(m["weight"]))
+		if err != nil {
+			return nil, fmt.Errorf("TrafficSplit %s: spec.backends[%d].weight %v: %w", u.GetName(), i, m["weight"], err)
+		}
+		out[svc] += q.MilliValue()
+	}
+	return out, nil
+}
+
+// ReadyCounts counts the ready endpoints behind each named Service in one
+// list call. A Service with no EndpointSlice counts 0.
+func ReadyCounts(ctx context.Context, client kubernetes.Interface, ns string, services []string) (map[string]int, error) {
+	sel := discoveryv1.LabelServiceName + " in (" + strings.Join(services, ",") + ")"
+	list, err := client.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: sel})
+	if err != nil {
+		return nil, fmt.Errorf("listing EndpointSlices of %v in %s: %w", services, ns, err)
+	}
+	out := make(map[string]int, len(services))
+	for _, s := range services {
+		out[s] = 0
+	}
+	for _, s := range list.Items {
+		svc := s.Labels[discoveryv1.LabelServiceName]
+		for _, e := range s.Endpoints {
+			if e.Conditions.Ready == nil || *e.Conditions.Ready {
+				out[svc]++
+			}
+		}
+	}
+	return out, nil
+}
+
+// ReadyEndpoints counts the ready endpoints behind one Service.
+func ReadyEndpoints(ctx context.Context, client kubernetes.Interface, ns, svc string) (int, error) {
+	m, err := ReadyCounts(ctx, client, ns, []string{svc})
+	if err != nil {
+		return 0, err
+	}
+	return m[svc], nil
+}
+
+// Violations are the breaches seen so far, with the pacing rules applied.
+func (a *Auditor) Violations() []Violation { return a.rules.Violations() }
+
+// Changes is the canary weight timeline (-1: no split).
+func (a *Auditor) Changes() []WeightChange { return a.rules.Changes() }
+
+// Weights is the sequence of canary weights seen, in milli (no split: -1).
+func (a *Auditor) Weights() []int {
+	var out []int
+	for _, c := range a.rules.Changes() {
+		out = append(out, c.Canary)
+	}
+	return out
+}
+
+// FirstTraffic is when the canary first had weight, and when it next went
+// back to 0 after that (zero times if not yet).
+func (a *Auditor) FirstTraffic() (on, off time.Time) {
+	for _, c := range a.rules.Changes() {
+		if on.IsZero() && c.Canary > 0 {
+			on = c.At
+		} else if !on.IsZero() && c.Canary == 0 {
+			return on, c.At
+		}
+	}
+	return on, off
+}
+
+// Stats are how many samples were taken and how many the API server could
+// not answer (blind), with the last such error.
+func (a *Auditor) Stats() (samples, blind int, lastErr error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.samples, a.blind, a.lastErr
+}

@@ -1,0 +1,232 @@
+package audit
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/canaryd/canaryd/rollout"
+)
+
+// Sample is one look at the cluster.
+type Sample struct {
+	At time.Time
+	// Split is false when the app has no TrafficSplit.
+	Split bool
+	// Weights are the split's backend weights in milli, by backend Service.
+	Weights map[string]int64
+	// Empty names the backends found without a ready endpoint both before
+	// and after the split was read.
+	Empty map[string]bool
+	// Status is the Deployment's status annotation; nil when the Deployment
+	// is gone or carries none.
+	Status *rollout.Status
+}
+
+// Violation is one breach of an invariant.
+type Violation struct {
+	At     time.Time
+	Rule   string // void, sum, early-step, step-repeated, step-skipped, failed-promoted
+	Detail string
+}
+
+func (v Violation) String() string {
+	return v.At.Format("15:04:05.000") + " " + v.Rule + ": " + v.Detail
+}
+
+// WeightChange is the canary weight from At on, in milli; -1: no split.
+type WeightChange struct {
+	At     time.Time
+	Canary int
+}
+
+// Rules applies the invariants to a sequence of samples. The zero value is
+// not usable: build it with NewRules. It is safe for concurrent use.
+type Rules struct {
+	canary   string
+	total    int64
+	interval time.Duration
+	slack    time.Duration
+
+	mu         sync.Mutex
+	violations []Violation
+	dropped    int
+	changes    []WeightChange
+	lastAt     time.Time
+	// The rollout being walked (revision@startedAt) and where it was.
+	rolloutKey string
+	step       int
+	stepAt     time.Time
+	// Revisions seen failed and not released since by a command.
+	failed     map[string]bool
+	prevFailed string
+	accused    map[string]bool // failed-promoted is reported once per revision
+}
+
+// maxViolations bounds memory when something goes badly wrong; the count
+// past it is still reported.
+const maxViolations = 200
+
+// NewRules checks an app whose canary backend Service is canary, whose split
+// weights sum to total (milli: 1000) and whose steps last at least interval.
+// slack is the sampling uncertainty allowed on time gaps (the period plus
+// the time one sample takes to read).
+func NewRules(canary string, total int64, interval, slack time.Duration) *Rules {
+	return &Rules{canary: canary, total: total, interval: interval, slack: slack,
+		failed: map[string]bool{}, accused: map[string]bool{}}
+}
+
+func (r *Rules) violate(at time.Time, rule, format string, args ...any) {
+	if len(r.violations) >= maxViolations {
+		r.dropped++
+		return
+	}
+	r.violations = append(r.violations, Violation{At: at, Rule: rule, Detail: fmt.Sprintf(format, args...)})
+}
+
+// Observe applies every rule to one sample. Samples must come in time order.
+func (r *Rules) Observe(s Sample) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	// gap is how long the auditor could not see: a jump in status.step over
+	// a gap longer than an interval may be honest.
+	var gap time.Duration
+	if !r.lastAt.IsZero() {
+		gap = s.At.Sub(r.lastAt)
+	}
+	r.lastAt = s.At
+	canary := -1
+	if s.Split {
+		r.routing(s)
+		canary = int(s.Weights[r.canary])
+	}
+	r.weight(s.At, canary)
+	if s.Status != nil {
+		r.steps(s.At, *s.Status, gap)
+		r.promotions(s.At, *s.Status)
+	}
+}
+
+// routing: the weights sum to the total, and no weight lands on a backend
+// without a ready endpoint.
+func (r *Rules) routing(s Sample) {
+	var sum int64
+	names := make([]string, 0, len(s.Weights))
+	for b, w := range s.Weights {
+		sum += w
+		names = append(names, b)
+	}
+	sort.Strings(names)
+	if sum != r.total {
+		r.violate(s.At, "sum", "weights sum to %dm, not %dm: %v", sum, r.total, s.Weights)
+	}
+	for _, b := range names {
+		if w := s.Weights[b]; w > 0 && s.Empty[b] {
+			r.violate(s.At, "void", "%s has weight %dm and no ready endpoint", b, w)
+		}
+	}
+}
+
+// weight records the canary weight timeline and judges each change: a step
+// up between two analysis steps must come no sooner than the interval after
+// the previous change, and the weight never falls except back to 0 (a
+// rollback or the end of a promotion) or to no split at all.
+func (r *Rules) weight(at time.Time, canary int) {
+	n := len(r.changes)
+	if n > 0 && r.changes[n-1].Canary == canary {
+		return
+	}
+	r.changes = append(r.changes, WeightChange{At: at, Canary: canary})
+	if n == 0 {
+		return
+	}
+	prev := r.changes[n-1]
+	switch {
+	case prev.Canary > 0 && canary > prev.Canary && int64(canary) < r.total:
+		if d := at.Sub(prev.At); d < r.interval-r.slack {
+			r.violate(at, "early-step", "canary weight %dm → %dm %s after the previous change (interval %s)",
+				prev.Canary, canary, d.Round(time.Millisecond), r.interval)
+		}
+	case canary > 0 && canary < prev.Canary:
+		r.violate(at, "step-repeated", "canary weight fell from %dm to %dm without going back to stable first", prev.Canary, canary)
+	}
+}
+
+func walking(p rollout.Phase) bool {
+	return p == rollout.PhaseProgressing || p == rollout.PhaseHeld || p == rollout.PhaseWaitingPromotion
+}
+
+// steps follows status.step within one rollout (one revision and start
+// time): it goes 1, 2, 3 …, each no sooner than the interval after the last.
+func (r *Rules) steps(at time.Time, st rollout.Status, gap time.Duration) {
+	if !walking(st.Phase) || st.StartedAt == nil {
+		return
+	}
+	key := st.Revision + "@" + st.StartedAt.UTC().Format(time.RFC3339Nano)
+	var stepAt time.Time
+	if st.StepStartedAt != nil {
+		stepAt = *st.StepStartedAt
+	}
+	if key != r.rolloutKey {
+		r.rolloutKey, r.step, r.stepAt = key, st.Step, stepAt
+		return
+	}
+	switch {
+	case st.Step < r.step:
+		r.violate(at, "step-repeated", "revision %s went back from step %d to step %d", st.Revision, r.step, st.Step)
+	case st.Step > r.step+1 && gap <= r.interval:
+		r.violate(at, "step-skipped", "revision %s jumped from step %d to step %d", st.Revision, r.step, st.Step)
+	case st.Step == r.step+1 && r.step >= 1 && !r.stepAt.IsZero() && !stepAt.IsZero():
+		// The status times are canaryd's own, so no sampling slack applies.
+		if d := stepAt.Sub(r.stepAt); d < r.interval {
+			r.violate(at, "early-step", "revision %s: step %d began %s after step %d (interval %s)",
+				st.Revision, st.Step, d.Round(time.Millisecond), r.step, r.interval)
+		}
+	}
+	r.step, r.stepAt = st.Step, stepAt
+}
+
+// promotions: a revision seen failed is never promoted until a retry,
+// promote or skip-analysis command released it. Those commands are the only
+// way status.failedRevision is cleared, and their outcome (in lastCommand)
+// names the revision, so the release is seen as that change.
+func (r *Rules) promotions(at time.Time, st rollout.Status) {
+	if r.prevFailed != "" && st.FailedRevision != r.prevFailed {
+		cmd := st.LastCommand
+		released := strings.Contains(cmd, r.prevFailed) &&
+			(strings.HasPrefix(cmd, string(rollout.CmdRetry)+":") || strings.HasPrefix(cmd, string(rollout.CmdPromote)+":") ||
+				strings.HasPrefix(cmd, string(rollout.CmdSkipAnalysis)+":"))
+		if released {
+			delete(r.failed, r.prevFailed)
+		}
+	}
+	if st.FailedRevision != "" {
+		r.failed[st.FailedRevision] = true
+	}
+	r.prevFailed = st.FailedRevision
+	promoting := st.Phase == rollout.PhasePromoting || st.Phase == rollout.PhaseSucceeded
+	if promoting && r.failed[st.Revision] && !r.accused[st.Revision] {
+		r.accused[st.Revision] = true
+		r.violate(at, "failed-promoted", "revision %s failed and is %s without a retry or promote", st.Revision, st.Phase)
+	}
+}
+
+// Violations returns every breach seen so far, in order.
+func (r *Rules) Violations() []Violation {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := append([]Violation(nil), r.violations...)
+	if r.dropped > 0 {
+		out = append(out, Violation{At: r.lastAt, Rule: "more", Detail: fmt.Sprintf("%d further violations not kept", r.dropped)})
+	}
+	return out
+}
+
+// Changes returns the canary weight timeline.
+func (r *Rules) Changes() []WeightChange {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]WeightChange(nil), r.changes...)
+}
