@@ -68,6 +68,10 @@ type Spec struct {
 	// KnownChecks are the custom analysis names canaryd's config defines;
 	// nil means "don't validate names here".
 	KnownChecks []string
+
+	// Match turns on A/B mode (match.go); Iterations is its step count.
+	Match      *Match
+	Iterations int
 }
 
 // DefaultSpec is DESIGN.md's table of defaults.
@@ -142,6 +146,10 @@ func ParseSpec(annotations map[string]string, defaults Spec) (Spec, error) {
 				bad(k, `one of "smi", "httproute"`)
 			}
 			s.Router = v
+		case KeyMatch, KeyIterations:
+			if err := s.parseAB(k, v); err != nil {
+				errs = append(errs, err)
+			}
 		case KeySteps:
 			steps, err := ParseSteps(v)
 			if err != nil {
@@ -214,6 +222,7 @@ func ParseSpec(annotations map[string]string, defaults Spec) (Spec, error) {
 			}
 		}
 	}
+	errs = append(errs, s.finishAB(annotations)...)
 	if len(errs) == 0 {
 		if err := checkStepsFit(s); err != nil {
 			errs = append(errs, err)
@@ -325,6 +334,7 @@ func knownKeys() []string {
 	for k := range commandByKey {
 		keys = append(keys, k)
 	}
+	keys = append(keys, KeyMatch, KeyIterations)
 	sort.Strings(keys)
 	return keys
 }

@@ -151,6 +151,9 @@ func (d *decider) completeReplicaSet(revision string) *ReplicaSet {
 }
 
 func (d *decider) phase() {
+	if d.holdForRoute() {
+		return
+	}
 	switch d.st.Phase {
 	case PhaseIdle, PhaseSucceeded, PhaseFailed, PhaseWaiting:
 		d.rest()

@@ -121,7 +121,7 @@ func offboard(o Observed, st Status) Decision {
 // the step, every AnalysisPeriod — the early checks let the sequential test
 // stop a bad canary after tens of requests instead of a whole interval.
 func PlanCheck(o Observed) (analysis.Target, bool) {
-	if !o.Enabled {
+	if !o.Enabled || o.RouteBlocked != "" {
 		return analysis.Target{}, false
 	}
 	st, err := ParseStatus(o.Annotations[AnnotationStatus])

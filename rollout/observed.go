@@ -34,6 +34,10 @@ type Observed struct {
 	// Weight is the canary weight (milli) the split carries now; nil when
 	// there is no split object.
 	Weight *int
+	// RouteBlocked says why the route cannot carry weights now (a
+	// ServiceProfile overriding it, a route its controller did not accept);
+	// empty when nothing blocks it. Decide then moves no weight (route.go).
+	RouteBlocked string
 
 	// Check is the verdict of the analysis PlanCheck asked for; nil when no
 	// check was due.
