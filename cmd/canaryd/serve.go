@@ -201,6 +201,9 @@ func serve(ctx context.Context, args []string) error {
 	if err := ctrl.Metrics().Register(reg); err != nil {
 		return err
 	}
+	if err := kube.RegisterClientMetrics(reg); err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", o.listen)
 	if err != nil {
 		return fmt.Errorf("--listen %s: %w", o.listen, err)
