@@ -44,6 +44,8 @@ type Config struct {
 	AnalysisPeriod time.Duration
 	// AnalysisTimeout bounds one check (default 10s).
 	AnalysisTimeout time.Duration
+	// HookTimeout bounds one lifecycle webhook request (default 10s).
+	HookTimeout time.Duration
 	// SMIVersion is the TrafficSplit version written: v1alpha1 (default,
 	// milli weights) or v1alpha2 (integer percent).
 	SMIVersion string
@@ -66,9 +68,11 @@ type Controller struct {
 	routers map[string]router       // by canaryd.io/router value
 	rec     record.EventRecorder
 	metrics *Metrics
+	hooks   *hookCaller
 
 	mu     sync.Mutex
-	probes map[string]time.Time // last analysis per key: paces probes only
+	probes map[string]time.Time  // last analysis per key: paces probes only
+	posted map[string]postedHook // last post-rollout notice per key
 
 	synced chan struct{}
 }
@@ -83,6 +87,9 @@ func New(cfg Config) (*Controller, error) {
 	}
 	if cfg.AnalysisTimeout <= 0 {
 		cfg.AnalysisTimeout = 10 * time.Second
+	}
+	if cfg.HookTimeout <= 0 {
+		cfg.HookTimeout = 10 * time.Second
 	}
 	if cfg.SMIVersion == "" {
 		cfg.SMIVersion = "v1alpha1"
@@ -113,8 +120,10 @@ func New(cfg Config) (*Controller, error) {
 		queue:   workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](), workqueue.TypedRateLimitingQueueConfig[string]{Name: "canaryd"}),
 		sets:    map[string]*informerSet{},
 		probes:  map[string]time.Time{},
+		posted:  map[string]postedHook{},
 		synced:  make(chan struct{}),
 		metrics: newMetrics(),
+		hooks:   newHookCaller(cfg.HookTimeout),
 	}
 	c.routers = map[string]router{rollout.RouterSMI: &smiRouter{dyn: cfg.Dynamic, version: cfg.SMIVersion}}
 	served, err := servedResources(cfg.Client.Discovery(), c.routers)

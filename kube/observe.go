@@ -55,6 +55,7 @@ func (c *Controller) observe(foo *appsv1.Deployment, enabled bool) (rollout.Obse
 		Revision:       revisionOf(&foo.Spec.Template),
 		AnalysisPeriod: c.cfg.AnalysisPeriod,
 		LastProbe:      c.lastProbe(foo.Namespace + "/" + foo.Name),
+		LastHook:       c.lastProbe("hook/" + foo.Namespace + "/" + foo.Name),
 		Rollout: rollout.DeploymentRollout{
 			ObservedCurrent: foo.Status.ObservedGeneration >= foo.Generation,
 			Updated:         foo.Status.UpdatedReplicas,

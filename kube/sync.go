@@ -72,6 +72,13 @@ func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error
 		c.log.Debug("analysis", zap.String("deployment", key), zap.String("verdict", string(res.Verdict)),
 			zap.Bool("final", res.Final), zap.String("reason", res.Reason), zap.Any("judge", res.Judge))
 	}
+	if call, ok := rollout.PlanHook(o); ok {
+		res := c.callHook(ctx, key, call)
+		o.Hook = &res
+		c.setProbe("hook/"+key, o.Now)
+		c.log.Debug("webhook", zap.String("deployment", key), zap.String("hook", string(call.Hook)),
+			zap.Bool("ok", res.OK), zap.String("answer", res.Message))
+	}
 	dec := rollout.Decide(o)
 	w := &writer{c: c, s: s, foo: foo}
 	err = c.apply(ctx, w, o, dec)
@@ -202,8 +209,38 @@ func (c *Controller) hasTraces(s *informerSet, foo *appsv1.Deployment) bool {
 	return false
 }
 
+// callHook calls a webhook. The post-rollout notice is delivered at least
+// once: a sync whose status write loses to a stale cache runs again, so the
+// answer is remembered here and not asked twice by this process (a restart
+// between the call and the status write may still repeat it).
+func (c *Controller) callHook(ctx context.Context, key string, call rollout.HookCall) rollout.HookResult {
+	once := call.Hook == rollout.HookPostRollout
+	sent := key + "/" + call.Payload.Revision + "/" + string(call.Payload.Phase)
+	if once {
+		c.mu.Lock()
+		r, done := c.posted[key]
+		c.mu.Unlock()
+		if done && r.key == sent {
+			return r.result
+		}
+	}
+	res := c.hooks.call(ctx, call)
+	if once {
+		c.mu.Lock()
+		c.posted[key] = postedHook{key: sent, result: res}
+		c.mu.Unlock()
+	}
+	return res
+}
+
+type postedHook struct {
+	key    string
+	result rollout.HookResult
+}
+
 func (c *Controller) forget(key string) {
 	c.setProbe(key, time.Time{})
+	c.setProbe("hook/"+key, time.Time{})
 	c.metrics.forget(key)
 }
 

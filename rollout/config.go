@@ -3,6 +3,7 @@ package rollout
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"regexp"
 	"sort"
@@ -36,6 +37,10 @@ const (
 	KeyAnalysis         = Prefix + "analysis"
 	KeyManualPromotion  = Prefix + "manual-promotion"
 	KeyWindow           = Prefix + "window"
+	KeyOutsideWindow    = Prefix + "outside-window"
+	KeyPreRollout       = Prefix + string(HookPreRollout)
+	KeyConfirmPromotion = Prefix + string(HookConfirmPromotion)
+	KeyPostRollout      = Prefix + string(HookPostRollout)
 )
 
 // Router names accepted by canaryd.io/router.
@@ -60,6 +65,11 @@ type Spec struct {
 	Analysis         []string
 	ManualPromotion  bool
 	Window           *Window
+	// OutsideWindow: what a rollout already under way does when its window
+	// closes: "finish" (default) or "hold" until it opens again.
+	OutsideWindow string
+	// Hooks are the lifecycle webhooks' URLs by hook.
+	Hooks map[Hook]string
 
 	// SMITotal is the weight total of the TrafficSplit version in use: 1000
 	// for v1alpha1 (milli quantities), 100 for v1alpha2. Set from a flag, not
@@ -86,6 +96,7 @@ func DefaultSpec() Spec {
 		MinRequests:      20,
 		ProgressDeadline: 10 * time.Minute,
 		OnInconclusive:   "hold",
+		OutsideWindow:    "finish",
 		SMITotal:         1000,
 	}
 }
@@ -122,6 +133,7 @@ var checkName = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 func ParseSpec(annotations map[string]string, defaults Spec) (Spec, error) {
 	s := defaults
 	s.Steps = append([]int(nil), defaults.Steps...)
+	s.Hooks = maps.Clone(defaults.Hooks)
 	var errs []error
 	bad := func(key, allowed string) {
 		errs = append(errs, &FieldError{Key: key, Value: annotations[key], Allowed: allowed})
@@ -215,6 +227,19 @@ func ParseSpec(annotations map[string]string, defaults Spec) (Spec, error) {
 				bad(k, err.Error())
 			}
 			s.Window = w
+		case KeyOutsideWindow:
+			if v != "finish" && v != "hold" {
+				bad(k, `one of "finish", "hold"`)
+			}
+			s.OutsideWindow = v
+		case KeyPreRollout, KeyConfirmPromotion, KeyPostRollout:
+			if !validHookURL(v) {
+				bad(k, "an absolute http:// or https:// URL of at most 2048 characters")
+			}
+			if s.Hooks == nil {
+				s.Hooks = map[Hook]string{}
+			}
+			s.Hooks[Hook(strings.TrimPrefix(k, Prefix))] = v
 		case AnnotationStatus:
 		default:
 			if _, ok := commandByKey[k]; !ok {
@@ -330,7 +355,7 @@ func contains(list []string, s string) bool {
 func knownKeys() []string {
 	keys := []string{KeyService, KeyRouter, KeySteps, KeyInterval, KeyMaxFailures, KeyMinSuccessRate,
 		KeyMaxLatencyP99, KeyMinRequests, KeyProgressDeadline, KeyOnInconclusive, KeyAnalysis,
-		KeyManualPromotion, KeyWindow}
+		KeyManualPromotion, KeyWindow, KeyOutsideWindow, KeyPreRollout, KeyConfirmPromotion, KeyPostRollout}
 	for k := range commandByKey {
 		keys = append(keys, k)
 	}

@@ -174,6 +174,7 @@ func (d *decider) phase() {
 // revision and starts it, unless it failed before, the rollout is paused, or
 // the rollout window is closed.
 func (d *decider) rest() {
+	d.recordPostRollout()
 	rev := d.o.Revision
 	switch {
 	case rev == d.st.StableRevision:

@@ -42,6 +42,12 @@ type Observed struct {
 	// Check is the verdict of the analysis PlanCheck asked for; nil when no
 	// check was due.
 	Check *analysis.Result
+	// Hook is the answer of the webhook PlanHook asked for; nil when none
+	// was due.
+	Hook *HookResult
+	// LastHook is when the controller last called a gating webhook for foo
+	// (memory, like LastProbe: it only paces the calls).
+	LastHook time.Time
 	// LastProbe is when the controller last ran an analysis for foo. It only
 	// paces probes between step decisions (zero after a restart: probe now).
 	LastProbe time.Time

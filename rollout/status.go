@@ -57,6 +57,9 @@ type Status struct {
 	SkipAnalysis bool   `json:"skipAnalysis,omitempty"` // promote the next revision without analysis
 	LastCommand  string `json:"lastCommand,omitempty"`  // "<command>: <outcome>"
 
+	PreRollout  string `json:"preRollout,omitempty"`  // revision the pre-rollout webhook approved
+	PostRollout string `json:"postRollout,omitempty"` // "<revision>/<phase>" the post-rollout webhook was told of
+
 	LastCheck *Check `json:"lastCheck,omitempty"`
 	Message   string `json:"message,omitempty"`
 }

@@ -51,7 +51,7 @@ func (d *decider) walk() {
 			d.beginRollBack("the canary is worse than stable: "+c.Reason, true)
 			return
 		}
-		if !o.Now.Before(due) && d.st.Phase != PhaseWaitingPromotion && !d.st.Paused {
+		if !o.Now.Before(due) && d.st.Phase != PhaseWaitingPromotion && !d.st.Paused && !d.windowHolds() {
 			d.judge(c)
 			if d.st.Phase != PhaseProgressing && d.st.Phase != PhaseHeld {
 				return
@@ -60,14 +60,35 @@ func (d *decider) walk() {
 		}
 	}
 	switch {
+	case d.windowHolds():
+		_, at := d.spec.Window.Open(o.Now)
+		d.st.Message = fmt.Sprintf("outside the rollout window: holding at step %d/%d until %s", d.st.Step, len(d.spec.Steps), at.UTC().Format(time.RFC3339))
+		d.wake(at.Sub(o.Now))
 	case d.st.Paused:
 		d.st.Message = fmt.Sprintf("paused at step %d/%d (set %s to continue)", d.st.Step, len(d.spec.Steps), CmdResume.Key())
 	case d.st.Phase == PhaseWaitingPromotion:
 		d.st.Message = fmt.Sprintf("all steps passed; set %s to promote", CmdPromote.Key())
+		if !d.spec.ManualPromotion && d.spec.Hooks[HookConfirmPromotion] != "" {
+			d.st.Message = ""
+			if d.gate(HookConfirmPromotion) {
+				d.beginPromotion("confirmed by the confirm-promotion webhook")
+				return
+			}
+		}
 	case d.st.Phase == PhaseHeld:
 		d.checkHeldDeadline()
 	}
 	d.wakeForCheck(due)
+}
+
+// windowHolds: the rollout window is closed and the configuration says a
+// rollout under way holds until it opens (outside-window: hold).
+func (d *decider) windowHolds() bool {
+	if d.spec.Window == nil || d.spec.OutsideWindow != "hold" {
+		return false
+	}
+	open, _ := d.spec.Window.Open(d.o.Now)
+	return !open
 }
 
 // step0 waits for the canary to be ready for the first step's weight.
@@ -75,7 +96,14 @@ func (d *decider) step0() {
 	o := d.o
 	want := need(d.spec.Steps[0], o.Replicas)
 	c := o.Canary
-	if c != nil && c.Revision == d.st.Revision && c.Current && c.Ready >= want && o.CanaryEndpoints > 0 {
+	if canaryReady(o, d.st, want) {
+		if d.st.PreRollout != d.st.Revision {
+			if !d.gate(HookPreRollout) {
+				d.checkStepDeadline("the pre-rollout webhook did not say yes")
+				return
+			}
+			d.st.PreRollout = d.st.Revision
+		}
 		d.st.Step, d.st.Weight, d.st.StepStartedAt = 1, d.spec.Steps[0], stamp(o.Now)
 		d.event("StepAdvanced", "canary ready; step 1/%d: canary weight %dm", len(d.spec.Steps), d.st.Weight)
 		return
@@ -85,12 +113,18 @@ func (d *decider) step0() {
 		ready = c.Ready
 	}
 	d.st.Message = fmt.Sprintf("waiting for the canary: %d/%d ready", ready, want)
-	left := d.st.StepStartedAt.Add(d.spec.ProgressDeadline).Sub(o.Now)
+	d.checkStepDeadline(fmt.Sprintf("canary not ready (%d/%d ready)", ready, want))
+}
+
+// checkStepDeadline acts per on-inconclusive once step 0 has taken longer
+// than progress-deadline, and otherwise asks to be woken for it.
+func (d *decider) checkStepDeadline(why string) {
+	left := d.st.StepStartedAt.Add(d.spec.ProgressDeadline).Sub(d.o.Now)
 	if left <= 0 {
-		d.onDeadline(fmt.Sprintf("canary not ready within %s (%d/%d ready)", d.spec.ProgressDeadline, ready, want))
+		d.onDeadline(fmt.Sprintf("%s within %s", why, d.spec.ProgressDeadline))
 		return
 	}
-	d.wake(left)
+	d.wake(min(left, d.period()))
 }
 
 // judge applies a check made at or after the step's due time.
@@ -134,9 +168,13 @@ func (d *decider) judge(c *analysis.Result) {
 func (d *decider) advance(c *analysis.Result) {
 	n := len(d.spec.Steps)
 	if d.st.Step >= n {
-		if d.spec.ManualPromotion {
+		if d.spec.ManualPromotion || d.spec.Hooks[HookConfirmPromotion] != "" {
 			d.st.Phase = PhaseWaitingPromotion
-			d.event("WaitingPromotion", "all %d steps passed (%s); set %s to promote", n, c.Reason, CmdPromote.Key())
+			how := "set " + CmdPromote.Key() + " to promote"
+			if !d.spec.ManualPromotion {
+				how = "asking the confirm-promotion webhook"
+			}
+			d.event("WaitingPromotion", "all %d steps passed (%s); %s", n, c.Reason, how)
 			return
 		}
 		d.beginPromotion(fmt.Sprintf("all %d steps passed (%s)", n, c.Reason))

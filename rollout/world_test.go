@@ -19,6 +19,9 @@ type world struct {
 	o   Observed
 	// verdict answers every planned check; nil answers none.
 	verdict func(analysis.Target) *analysis.Result
+	// hook answers every planned webhook call; nil answers yes.
+	hook  func(HookCall) *HookResult
+	calls []HookCall
 
 	hashes     map[string]string // revision → pod-template-hash
 	canaryRev  string
@@ -89,9 +92,29 @@ func (w *world) tick() Decision {
 		w.o.LastProbe = w.now
 		w.checks++
 	}
+	if call, ok := PlanHook(o); ok {
+		w.calls = append(w.calls, call)
+		r := &HookResult{Hook: call.Hook, OK: true}
+		if w.hook != nil {
+			r = w.hook(call)
+		}
+		o.Hook = r
+		o.LastHook = w.now
+		w.o.LastHook = w.now
+	}
 	dec := Decide(o)
 	w.apply(dec)
 	return dec
+}
+
+func (w *world) callsOf(h Hook) int {
+	n := 0
+	for _, c := range w.calls {
+		if c.Hook == h {
+			n++
+		}
+	}
+	return n
 }
 
 // run ticks every step until cond holds or limit passes.

@@ -33,6 +33,7 @@ type options struct {
 	kubeconfig, namespaces, listen, logLevel, logFormat string
 	workers                                             int
 	analysisPeriod, analysisTimeout, scrapeInterval     time.Duration
+	hookTimeout                                         time.Duration
 	smiVersion, checksFile                              string
 	prom                                                analysis.ClientConfig
 	judge                                               analysis.JudgeConfig
@@ -63,6 +64,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.workers, "workers", 4, "Deployments reconciled in parallel")
 	fs.DurationVar(&o.analysisPeriod, "analysis-period", 10*time.Second, "how often to check a canary between step decisions")
 	fs.DurationVar(&o.analysisTimeout, "analysis-timeout", 10*time.Second, "time limit of one check")
+	fs.DurationVar(&o.hookTimeout, "hook-timeout", 10*time.Second, "time limit of one lifecycle webhook request")
 	fs.DurationVar(&o.scrapeInterval, "scrape-interval", analysis.DefaultScrapeInterval, "Prometheus's scrape interval of the Linkerd proxies")
 	fs.StringVar(&o.smiVersion, "smi-version", "v1alpha1", "TrafficSplit version to write: v1alpha1 (milli weights) or v1alpha2")
 	fs.StringVar(&o.checksFile, "checks-file", "", "YAML file of custom analysis checks")
@@ -190,7 +192,7 @@ func serve(ctx context.Context, args []string) error {
 	}
 	ctrl, err := kube.New(kube.Config{
 		Client: client, Dynamic: dyn, Namespaces: namespaces, Defaults: defaults, Analyzer: analyzer,
-		AnalysisPeriod: o.analysisPeriod, AnalysisTimeout: o.analysisTimeout, SMIVersion: o.smiVersion,
+		AnalysisPeriod: o.analysisPeriod, AnalysisTimeout: o.analysisTimeout, HookTimeout: o.hookTimeout, SMIVersion: o.smiVersion,
 		Workers: o.workers, Log: log,
 	})
 	if err != nil {
