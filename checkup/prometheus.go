@@ -1,0 +1,91 @@
+package checkup
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+
+	"github.com/prometheus/common/model"
+
+	"github.com/canaryd/canaryd/analysis"
+)
+
+// seriesQuery counts inbound proxy series by namespace and deployment.
+// Linkerd-viz's scrape job adds both labels (`deployment` from the pod label
+// the injector sets); without them canaryd cannot tell canary from stable.
+const seriesQuery = `count by (namespace, deployment) (response_total{direction="inbound",deployment!=""})`
+
+// prometheus checks that Prometheus answers canaryd's queries and holds the
+// Linkerd proxy metrics they read, overall and for each opted-in Deployment.
+// It goes through package analysis's client, so it reaches Prometheus
+// exactly as canaryd does: same address, credentials, TLS and headers.
+func (r *run) prometheus(ctx context.Context) {
+	if r.cfg.Prometheus == nil {
+		r.add(CatPrometheus, Warn, "Prometheus not checked", r.cfg.PrometheusSkipped, "pass --prometheus-url (e.g. after kubectl port-forward)")
+		return
+	}
+	addr := r.cfg.Prometheus.Client.Address
+	prom, err := analysis.NewPrometheus(*r.cfg.Prometheus)
+	if err != nil {
+		r.add(CatPrometheus, Fail, "invalid Prometheus configuration", err.Error(), "fix the --prometheus-* flags or the custom checks file")
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
+	defer cancel()
+	// Validate dry-runs the built-in queries and every custom check: a
+	// Prometheus that is down or rejects a query fails here, not at the
+	// first rollout.
+	if err := prom.Validate(ctx); err != nil {
+		r.add(CatPrometheus, Fail, "cannot query Prometheus at "+addr, err.Error(),
+			"check --prometheus-url and its credentials; until it answers, every analysis is an Error verdict and rollouts hold")
+		return
+	}
+	r.add(CatPrometheus, OK, "Prometheus at "+addr+" answers canaryd's queries", "", "")
+
+	v, err := prom.Query(ctx, "Linkerd proxy series", seriesQuery)
+	if err != nil {
+		r.add(CatPrometheus, Fail, "cannot count Linkerd proxy series", err.Error(), "")
+		return
+	}
+	series := map[string]int{} // namespace/deployment → series
+	total := 0
+	if vec, ok := v.(model.Vector); ok {
+		for _, s := range vec {
+			n := int(s.Value)
+			series[string(s.Metric["namespace"])+"/"+string(s.Metric["deployment"])] += n
+			total += n
+		}
+	}
+	if total == 0 {
+		r.add(CatPrometheus, Fail, "Prometheus holds no Linkerd proxy metrics (response_total with a deployment label)", "",
+			"scrape the linkerd-proxy containers' admin port (4191) with linkerd-viz's relabelling, which adds "+
+				"namespace and deployment; without them every analysis is inconclusive")
+		return
+	}
+	r.add(CatPrometheus, OK, fmt.Sprintf("Prometheus holds Linkerd proxy metrics (%s of %s)",
+		plural(total, "response_total series"), plural(len(series), "deployment")), "", "")
+	r.targets(series)
+}
+
+// targets checks that each opted-in Deployment has inbound proxy series:
+// one without is never judged, its checks are inconclusive and its
+// rollouts hold.
+func (r *run) targets(series map[string]int) {
+	if r.deployments == nil || len(r.deployments) == 0 {
+		return
+	}
+	var missing []string
+	for _, d := range r.deployments {
+		if series[d.key()] == 0 {
+			missing = append(missing, d.key())
+		}
+	}
+	if len(missing) == 0 {
+		r.add(CatPrometheus, OK, "Prometheus holds inbound proxy metrics of every opted-in Deployment ("+
+			strconv.Itoa(len(r.deployments))+")", "", "")
+		return
+	}
+	r.add(CatPrometheus, Warn, fmt.Sprintf("no inbound proxy metrics for %s", list(missing, 3)),
+		"their checks will be inconclusive and their rollouts hold until traffic is measured",
+		"mesh their pods (linkerd.io/inject) and send them traffic; a Deployment nobody calls has no metrics")
+}
