@@ -36,6 +36,8 @@ func run(ctx context.Context, args []string) error {
 	switch cmd {
 	case "run":
 		return serve(ctx, args)
+	case "check":
+		return check(ctx, args)
 	case "version":
 		fmt.Println("canaryd", Version)
 		return nil
