@@ -37,9 +37,16 @@ fuzz:
 		echo "fuzz $$f"; $(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) ./analysis || exit 1; \
 	done
 
-lint:
+GOLANGCI_VERSION := v2.15.0
+GOLANGCI := $(or $(CANARYD_CACHE),$(HOME)/.cache/canaryd)/golangci-lint-$(GOLANGCI_VERSION)/bin/golangci-lint
+
+$(GOLANGCI):
+	GOBIN=$(dir $(GOLANGCI)) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_VERSION)
+
+lint: $(GOLANGCI)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GOLANGCI) run ./...
 
 demo: bootstrap
 	$(GO) run ./test/demo

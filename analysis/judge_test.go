@@ -239,20 +239,6 @@ func TestJudgeCompare(t *testing.T) {
 	}
 }
 
-func linkerdHistogram(total float64, under map[float64]float64) histogram {
-	h := histogram{math.Inf(1): total}
-	for _, le := range []float64{1, 2, 3, 4, 5, 10, 20, 30, 40, 50, 100, 200, 300, 400, 500, 1000, 2000} {
-		h[le] = total
-		for bound, n := range under {
-			if le < bound {
-				h[le] = n
-				break
-			}
-		}
-	}
-	return h
-}
-
 func TestJudgeLatency(t *testing.T) {
 	j := defaultJudge()
 	// stable: 99.5 % under 20 ms, so its p99 bucket is 20 ms

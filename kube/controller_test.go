@@ -2,6 +2,7 @@ package kube
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -96,11 +97,7 @@ func (r *rig) writes() []string {
 
 func name(a k8stesting.Action) string {
 	switch x := a.(type) {
-	case k8stesting.CreateAction:
-		if m, ok := x.GetObject().(metav1.Object); ok {
-			return m.GetName()
-		}
-	case k8stesting.UpdateAction:
+	case k8stesting.CreateAction: // also matches updates: both carry the object
 		if m, ok := x.GetObject().(metav1.Object); ok {
 			return m.GetName()
 		}
@@ -270,10 +267,12 @@ func TestAStaleCacheNeverUndoesANewerDecision(t *testing.T) {
 	foo := r.foo()
 	foo.Annotations["team"] = "payments"
 	foo.ResourceVersion = "999"
-	r.client.Tracker().Update(schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}, foo, "shop") //nolint:errcheck
+	if err := r.client.Tracker().Update(schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}, foo, "shop"); err != nil {
+		t.Fatal(err)
+	}
 	w := &writer{c: r.c, s: r.c.sets[""], foo: r.c.mustCached(t, "foo")}
 	w.foo.ResourceVersion = "1"
-	if err := w.ensureFresh(r.ctx); err != errStale {
+	if err := w.ensureFresh(r.ctx); !errors.Is(err, errStale) {
 		t.Fatalf("ensureFresh with a stale cache: %v, want errStale", err)
 	}
 }

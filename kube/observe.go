@@ -75,8 +75,7 @@ func (c *Controller) observe(foo *appsv1.Deployment, enabled bool) (rollout.Obse
 		return o, fmt.Errorf("reading %s: %w", canaryName(foo.Name), err)
 	}
 	for _, rs := range rsList {
-		switch {
-		case ownedBy(rs, foo.UID):
+		if ownedBy(rs, foo.UID) {
 			o.ReplicaSets = append(o.ReplicaSets, rollout.ReplicaSet{
 				Hash:      rs.Labels[appsv1.DefaultDeploymentUniqueLabelKey],
 				Revision:  rs.Annotations[annotationRSRevision],
@@ -102,6 +101,7 @@ func (c *Controller) observe(foo *appsv1.Deployment, enabled bool) (rollout.Obse
 			return o, err
 		}
 	}
+	o.RouteBlocked = c.routeBlocked(s, foo, o.Annotations)
 	return o, nil
 }
 

@@ -9,7 +9,7 @@ import (
 )
 
 func TestParseSpecOverlaysAnnotationsOnDefaults(t *testing.T) {
-	s, err := ParseSpec(map[string]string{
+	_, err := ParseSpec(map[string]string{
 		KeySteps: "5,10.5, 50", KeyInterval: "30s", KeyMaxFailures: "4", KeyMinSuccessRate: "99.5%",
 		KeyMaxLatencyP99: "250ms", KeyMinRequests: "0", KeyOnInconclusive: "rollback", KeyManualPromotion: "true",
 		KeyService: "web", KeyRouter: "httproute", "app.kubernetes.io/name": "ignored",
@@ -17,7 +17,7 @@ func TestParseSpecOverlaysAnnotationsOnDefaults(t *testing.T) {
 	if err == nil {
 		t.Fatal("10.5% cannot be expressed by a percent router; want an error")
 	}
-	s, err = ParseSpec(map[string]string{
+	s, err := ParseSpec(map[string]string{
 		KeySteps: "5,10.5, 50", KeyInterval: "30s", KeyMaxFailures: "4", KeyMinSuccessRate: "99.5%",
 		KeyMaxLatencyP99: "250ms", KeyMinRequests: "0", KeyOnInconclusive: "rollback", KeyManualPromotion: "true",
 		KeyService: "web",

@@ -36,7 +36,7 @@ func ParseWindow(v string) (*Window, error) {
 	spec := strings.Join(fields[:len(fields)-1], " ")
 	sched, err := parseCron(spec)
 	if err != nil {
-		return nil, fmt.Errorf("bad cron %q (%v): %s", spec, err, allowed)
+		return nil, fmt.Errorf("bad cron %q (%w): %s", spec, err, allowed)
 	}
 	return &Window{Spec: spec, Schedule: sched, Duration: d}, nil
 }
