@@ -164,7 +164,7 @@ func poll(ctx context.Context, p *process, what string, timeout time.Duration, c
 		}
 		select {
 		case <-ctx.Done():
-			cause := fmt.Errorf("%w (last check: %v)", ctx.Err(), last)
+			cause := fmt.Errorf("%w (last check: %w)", ctx.Err(), last)
 			if p == nil {
 				return fmt.Errorf("%s: %w", what, cause)
 			}

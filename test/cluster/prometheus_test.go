@@ -223,7 +223,7 @@ func TestStandalonePrometheusHonorsStaticTargetLabelsAndRestartsInPlace(t *testi
 	eventually(t, 20*time.Second, "a few samples of the static target", func(ctx context.Context) error {
 		got, err := query(ctx, p.URL, "count_over_time("+series+"[10m])")
 		if err != nil || len(got) != 1 {
-			return fmt.Errorf("%v %v", got, err)
+			return fmt.Errorf("%v %w", got, err)
 		}
 		if before = got[0].float(t); before < 3 {
 			return fmt.Errorf("only %v samples", before)

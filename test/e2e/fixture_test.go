@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -303,14 +302,5 @@ func (f *fixture) exists(get func() error) bool {
 	return err == nil || !apierrors.IsNotFound(err)
 }
 
-// freePort is a loopback port nobody listens on (for a Prometheus that is down).
-func freePort(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
 
 var _ = bytes.NewBuffer
