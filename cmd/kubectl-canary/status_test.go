@@ -1,0 +1,116 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/canaryd/canaryd/rollout"
+)
+
+// outcome decides status --watch's exit code: it must wait while canaryd
+// has not yet picked up the template a CI job just pushed, and end only on
+// the fate of that template.
+func TestWatchOutcome(t *testing.T) {
+	const r1, r2, r3 = "r1", "r2", "r3"
+	cases := []struct {
+		name string
+		v    view
+		done bool
+		code int
+		says string
+	}{
+		{"promoted", view{Enabled: true, Adopted: true, Template: r2,
+			Status: rollout.Status{Phase: rollout.PhaseSucceeded, Revision: r2, StableRevision: r2}}, true, exitOK, "promoted"},
+		{"previous rollout succeeded, new template not picked up yet", view{Enabled: true, Adopted: true, Template: r3,
+			Status: rollout.Status{Phase: rollout.PhaseSucceeded, Revision: r2, StableRevision: r2}}, false, 0, ""},
+		{"nothing to roll out", view{Enabled: true, Adopted: true, Template: r1,
+			Status: rollout.Status{Phase: rollout.PhaseIdle, StableRevision: r1}}, true, exitOK, "nothing to roll out"},
+		{"idle but the template is new", view{Enabled: true, Adopted: true, Template: r2,
+			Status: rollout.Status{Phase: rollout.PhaseIdle, StableRevision: r1}}, false, 0, ""},
+		{"rolled back", view{Enabled: true, Adopted: true, Template: r2,
+			Status: rollout.Status{Phase: rollout.PhaseFailed, Revision: r2, StableRevision: r1, FailedRevision: r2,
+				Message: "2 of 2 allowed failed checks"}}, true, exitNo, "rolled back: 2 of 2"},
+		{"previous revision failed, a new one is pushed", view{Enabled: true, Adopted: true, Template: r3,
+			Status: rollout.Status{Phase: rollout.PhaseFailed, Revision: r2, StableRevision: r1, FailedRevision: r2}}, false, 0, ""},
+		{"progressing", view{Enabled: true, Adopted: true, Template: r2,
+			Status: rollout.Status{Phase: rollout.PhaseProgressing, Revision: r2, StableRevision: r1}}, false, 0, ""},
+		{"rolling back", view{Enabled: true, Adopted: true, Template: r2,
+			Status: rollout.Status{Phase: rollout.PhaseRollingBack, Revision: r2, StableRevision: r1}}, false, 0, ""},
+		{"not adopted yet", view{Enabled: true, Template: r1}, false, 0, ""},
+		{"not managed", view{Template: r1}, true, exitUnknown, "not managed"},
+		{"invalid configuration", view{Enabled: true, Adopted: true, Template: r2, SpecErr: errString("canaryd.io/steps: bad"),
+			Status: rollout.Status{Phase: rollout.PhaseIdle, StableRevision: r1}}, true, exitNo, "canaryd.io/steps"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			done, code, msg := outcome(c.v)
+			if done != c.done || code != c.code || !strings.Contains(msg, c.says) {
+				t.Errorf("outcome = %v, %d, %q; want %v, %d, containing %q", done, code, msg, c.done, c.code, c.says)
+			}
+		})
+	}
+}
+
+type errString string
+
+func (e errString) Error() string { return string(e) }
+
+func TestViewOfReadsWhatItCan(t *testing.T) {
+	d := deploy("shop", "web", nil, map[string]string{rollout.AnnotationStatus: "{not json", rollout.CmdAbort.Key(): "now"}, "web:1")
+	v := viewOf(d)
+	if v.StatusErr == nil || !strings.Contains(v.StatusErr.Error(), rollout.AnnotationStatus) {
+		t.Errorf("a broken status should be reported naming the annotation: %v", v.StatusErr)
+	}
+	if len(v.Pending) != 1 || v.Pending[0] != rollout.CmdAbort {
+		t.Errorf("pending commands %v, want [abort]", v.Pending)
+	}
+	if got := phaseText(v); got != "Unknown" {
+		t.Errorf("phase %q, want Unknown", got)
+	}
+	if !strings.Contains(renderStatus(v, now), "Unknown: "+rollout.AnnotationStatus) {
+		t.Errorf("status should say why it is unknown:\n%s", renderStatus(v, now))
+	}
+}
+
+// Usage errors are found before any cluster is contacted, each saying
+// what is allowed, with exit code 2.
+func TestUsageErrors(t *testing.T) {
+	cases := map[string][]string{
+		"unknown command":            {"rollback", "web"},
+		"promote without a name":     {"promote"},
+		"status with two names":      {"status", "a", "b"},
+		"status with a bad output":   {"status", "web", "-o", "xml"},
+		"list with an argument":      {"list", "web"},
+		"check with a bad API":       {"check", "--httproute-api", "httproutes"},
+		"check with a bad router":    {"check", "--default-router", "istio"},
+		"an unknown flag":            {"list", "--bogus"},
+		"a negative wait":            {"abort", "web", "--wait", "-1s"},
+		"a negative count of events": {"status", "web", "--events", "-2"},
+	}
+	for name, args := range cases {
+		t.Run(name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			// An unreachable kubeconfig: any contact with a cluster would fail with 3, not 2.
+			code := run(context.Background(), append(args, "--kubeconfig", "/nonexistent"), &out, &errOut)
+			if code != exitUsage {
+				t.Errorf("exit %d, want %d; stderr: %s", code, exitUsage, errOut.String())
+			}
+			if !strings.HasPrefix(errOut.String(), "error: ") || len(errOut.String()) < 20 {
+				t.Errorf("stderr should explain: %q", errOut.String())
+			}
+		})
+	}
+}
+
+func TestHelpAndVersion(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if code := run(context.Background(), []string{"help"}, &out, &errOut); code != 0 || !strings.Contains(out.String(), "status NAME") {
+		t.Errorf("help: exit %d, %q", code, out.String())
+	}
+	out.Reset()
+	if code := run(context.Background(), []string{"version"}, &out, &errOut); code != 0 || !strings.HasPrefix(out.String(), "kubectl-canary ") {
+		t.Errorf("version: exit %d, %q", code, out.String())
+	}
+}
