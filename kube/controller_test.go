@@ -300,3 +300,54 @@ func TestRevisionIgnoresTheLabelsThatOnlyTellReplicaSetsApart(t *testing.T) {
 		t.Error("a template change kept the revision")
 	}
 }
+
+func TestSMIRouterWeightsPerVersion(t *testing.T) {
+	for _, tc := range []struct {
+		version        string
+		milli          int
+		stable, canary any
+	}{
+		{"v1alpha1", 100, "900m", "100m"},
+		{"v1alpha1", 1000, "0m", "1000m"},
+		{"v1alpha2", 100, int64(90), int64(10)},
+		{"v1alpha2", 250, int64(75), int64(25)},
+	} {
+		r := &smiRouter{version: tc.version}
+		b := r.backends("foo", tc.milli)
+		if got := b[0].(map[string]any)["weight"]; got != tc.stable {
+			t.Errorf("%s %dm: stable weight %v (%T), want %v", tc.version, tc.milli, got, got, tc.stable)
+		}
+		if got := b[1].(map[string]any)["weight"]; got != tc.canary {
+			t.Errorf("%s %dm: canary weight %v, want %v", tc.version, tc.milli, got, tc.canary)
+		}
+		// And back: what the router writes, it reads as the same weight.
+		for _, v := range []any{tc.canary} {
+			w, ok := r.weight(v)
+			if !ok || int(w*1000/r.total()) != tc.milli {
+				t.Errorf("%s: reading %v gave %d (%v)", tc.version, v, w, ok)
+			}
+		}
+	}
+	// A bare integer in v1alpha1 is a whole quantity: 1 = 1000m.
+	if w, ok := (&smiRouter{version: "v1alpha1"}).weight(int64(1)); !ok || w != 1000 {
+		t.Errorf("v1alpha1 weight 1 read as %d", w)
+	}
+}
+
+func TestAForeignObjectInTheWayIsReportedNotOverwritten(t *testing.T) {
+	objs := app(nil)
+	foreign := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "foo-stable", Namespace: "shop"},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "other"}, Ports: []corev1.ServicePort{{Port: 1}}}}
+	r := newRig(t, append(objs, foreign)...)
+	requeue := r.sync()
+	svc, err := r.client.CoreV1().Services("shop").Get(r.ctx, "foo-stable", metav1.GetOptions{})
+	if err != nil || svc.Spec.Selector["app"] != "other" {
+		t.Fatalf("the foreign Service was changed: %v %v", svc.Spec.Selector, err)
+	}
+	if ev := r.events(); !strings.Contains(ev, "Warning Blocked") || !strings.Contains(ev, "not canaryd's") {
+		t.Errorf("events: %s", ev)
+	}
+	if requeue < 10*time.Second {
+		t.Errorf("requeue after %s: a problem retrying cannot fix should not be retried hot", requeue)
+	}
+}
