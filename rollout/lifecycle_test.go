@@ -182,6 +182,18 @@ func TestARestartNeverStepsEarly(t *testing.T) {
 	w.run(time.Second, 5*time.Second, func(s Status) bool { return s.Step == 2 })
 }
 
+func TestALostWeightWriteRestartsTheStepClock(t *testing.T) {
+	w := adopted(t, nil)
+	w.bump("r2")
+	w.run(time.Second, 15*time.Second, func(s Status) bool { return s.Step == 1 })
+	// The decision to go to step 2 is written, its weight is not, for 4 s.
+	w.loseWrites = 4
+	w.run(time.Second, 15*time.Second, func(s Status) bool { return s.Step == 2 && *w.weight == 200 })
+	// world.checkStepSpacing fails the test if step 3 comes sooner than 10 s
+	// after 200m was really applied.
+	w.run(time.Second, time.Minute, phaseIs(PhaseSucceeded))
+}
+
 func TestManualCommands(t *testing.T) {
 	t.Run("abort rolls back and marks the revision failed", func(t *testing.T) {
 		w := adopted(t, nil)

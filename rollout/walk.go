@@ -41,6 +41,10 @@ func (d *decider) walk() {
 		return
 	}
 	if o.Weight == nil || *o.Weight != d.st.Weight {
+		// The step's time counts from when its weight is in place: if the
+		// write after the decision was lost (a crash, a failed write), the
+		// clock starts again now, so no step ever lasts less than interval.
+		d.st.StepStartedAt = stamp(o.Now)
 		d.st.Message = fmt.Sprintf("applying canary weight %dm", d.st.Weight)
 		return
 	}

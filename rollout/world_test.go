@@ -31,6 +31,9 @@ type world struct {
 	weight     *int
 	lastChange time.Time // when the canary weight last changed
 	lastWeight int
+	// loseWrites drops this many routing writes after a status write, as a
+	// controller killed between the two would.
+	loseWrites int
 	events     []Event
 	promotedTo []string // revisions foo rolled to
 	checks     int
@@ -173,6 +176,10 @@ func (w *world) apply(dec Decision) {
 		return
 	}
 	if ds.SkipSplit && w.weight == nil {
+		return
+	}
+	if w.loseWrites > 0 && w.weight != nil && *w.weight != ds.Weight {
+		w.loseWrites--
 		return
 	}
 	if w.weight == nil || *w.weight != ds.Weight {
