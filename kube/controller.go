@@ -57,6 +57,14 @@ type Config struct {
 	// Notify, when set, hears every event canaryd raises, with the status
 	// it came with (chat and webhook notifications). It must not block.
 	Notify func(namespace, name string, e rollout.Event, st rollout.Status)
+
+	// HTTPRouteVersion is the HTTPRoute API the httproute router writes:
+	// "gateway.networking.k8s.io/v1", "gateway.networking.k8s.io/v1beta1" or
+	// "policy.linkerd.io/v1beta3"; empty: the first of these served.
+	HTTPRouteVersion string
+	// HTTPRouteRequireAccepted: a route's weights count as applied only once
+	// its status says Accepted=True (set where a policy controller runs).
+	HTTPRouteRequireAccepted bool
 }
 
 // Controller reconciles opted-in Deployments.
@@ -125,7 +133,11 @@ func New(cfg Config) (*Controller, error) {
 		metrics: newMetrics(),
 		hooks:   newHookCaller(cfg.HookTimeout),
 	}
-	c.routers = map[string]router{rollout.RouterSMI: &smiRouter{dyn: cfg.Dynamic, version: cfg.SMIVersion}}
+	httpRoute, err := newHTTPRouteRouter(cfg, c.cachedSpec)
+	if err != nil {
+		return nil, err
+	}
+	c.routers = map[string]router{rollout.RouterSMI: &smiRouter{dyn: cfg.Dynamic, version: cfg.SMIVersion}, rollout.RouterHTTPRoute: httpRoute}
 	served, err := servedResources(cfg.Client.Discovery(), c.routers)
 	if err != nil {
 		return nil, err
@@ -136,6 +148,7 @@ func New(cfg Config) (*Controller, error) {
 	}
 	for _, ns := range namespaces {
 		c.sets[ns] = newInformerSet(cfg.Client, cfg.Dynamic, ns, cfg.Resync, served, c.enqueueFor)
+		c.watchServiceProfiles(c.sets[ns], ns)
 	}
 	c.rec = cfg.Recorder
 	return c, nil

@@ -36,6 +36,8 @@ type informerSet struct {
 	slices      discoverylisters.EndpointSliceLister // of canaryd's Services
 	// routes are the listers of the routers' resources that are served.
 	routes map[schema.GroupVersionResource]cache.GenericLister
+	// profiles are Linkerd ServiceProfiles, when served (httproute_block.go).
+	profiles cache.GenericLister
 }
 
 const annotationRSRevision = "canaryd.io/cached-revision"

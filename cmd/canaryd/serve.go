@@ -42,6 +42,8 @@ type options struct {
 	leaseNamespace, leaseName                           string
 	leaseDuration                                       time.Duration
 	pprof                                               bool
+	httpRouteVersion                                    string
+	httpRouteRequireAccepted                            bool
 }
 
 // defaultFlags maps --default-<key> flags onto the annotations they
@@ -67,6 +69,8 @@ func parseFlags(args []string) (*options, error) {
 	fs.DurationVar(&o.hookTimeout, "hook-timeout", 10*time.Second, "time limit of one lifecycle webhook request")
 	fs.DurationVar(&o.scrapeInterval, "scrape-interval", analysis.DefaultScrapeInterval, "Prometheus's scrape interval of the Linkerd proxies")
 	fs.StringVar(&o.smiVersion, "smi-version", "v1alpha1", "TrafficSplit version to write: v1alpha1 (milli weights) or v1alpha2")
+	fs.StringVar(&o.httpRouteVersion, "httproute-version", "", "HTTPRoute API to write: gateway.networking.k8s.io/v1, gateway.networking.k8s.io/v1beta1 or policy.linkerd.io/v1beta3; empty: the first served")
+	fs.BoolVar(&o.httpRouteRequireAccepted, "httproute-require-accepted", false, "count an HTTPRoute's weights as applied only once its status says Accepted (needs Linkerd's policy controller)")
 	fs.StringVar(&o.checksFile, "checks-file", "", "YAML file of custom analysis checks")
 	fs.StringVar(&o.prom.Address, "prometheus-url", "http://prometheus.linkerd-viz.svc.cluster.local:9090", "Prometheus base URL")
 	fs.DurationVar(&o.prom.Timeout, "prometheus-timeout", analysis.DefaultQueryTimeout, "time limit of one query")
@@ -194,6 +198,7 @@ func serve(ctx context.Context, args []string) error {
 		Client: client, Dynamic: dyn, Namespaces: namespaces, Defaults: defaults, Analyzer: analyzer,
 		AnalysisPeriod: o.analysisPeriod, AnalysisTimeout: o.analysisTimeout, HookTimeout: o.hookTimeout, SMIVersion: o.smiVersion,
 		Workers: o.workers, Log: log,
+		HTTPRouteVersion: o.httpRouteVersion, HTTPRouteRequireAccepted: o.httpRouteRequireAccepted,
 	})
 	if err != nil {
 		return err
