@@ -20,7 +20,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -128,8 +127,10 @@ func allOK(outs []outcome) bool {
 	return true
 }
 
+// failed reports err. After Ctrl-C every error (a killed go build, a
+// cancelled wait) is the interruption itself, not a failure to explain.
 func failed(ctx context.Context, p *printer, err error) int {
-	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+	if ctx.Err() != nil {
 		p.println("")
 		p.println("interrupted")
 		return 130
