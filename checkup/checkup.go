@@ -6,6 +6,7 @@ import (
 	"io"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
@@ -60,8 +61,9 @@ type Config struct {
 	Defaults rollout.Spec
 	// SMIVersion is the TrafficSplit version canaryd writes (default v1alpha1).
 	SMIVersion string
-	// HTTPRoute is the HTTPRoute API canaryd writes (default
-	// gateway.networking.k8s.io/v1).
+	// HTTPRoute is the HTTPRoute API canaryd writes (its
+	// --httproute-version); empty: as canaryd, the first served of
+	// HTTPRouteVersions.
 	HTTPRoute schema.GroupVersion
 	// Lease, when set, adds the leader-election permissions.
 	Lease *Lease
@@ -80,9 +82,6 @@ type Config struct {
 func (c Config) withDefaults() Config {
 	if c.SMIVersion == "" {
 		c.SMIVersion = "v1alpha1"
-	}
-	if c.HTTPRoute.Empty() {
-		c.HTTPRoute = schema.GroupVersion{Group: "gateway.networking.k8s.io", Version: "v1"}
 	}
 	if c.Defaults.Router == "" {
 		c.Defaults = rollout.DefaultSpec()
@@ -153,6 +152,7 @@ func Run(ctx context.Context, cfg Config) Report {
 	cfg = cfg.withDefaults()
 	r := &run{cfg: cfg}
 	if r.api() {
+		r.cfg.HTTPRoute = r.httpRouteVersion()
 		// The inventory and discovery come first: which routers are in use
 		// and which routing resources are served decide what else to ask.
 		r.workloads(ctx)
@@ -227,12 +227,18 @@ func (r Report) Print(w io.Writer) error {
 			continue
 		}
 		for _, line := range strings.Split(strings.TrimSpace(res.Detail), "\n") {
-			if line != "" {
-				fmt.Fprintf(&b, "    %s\n", line)
+			for _, l := range wrap(line, width-4) {
+				fmt.Fprintf(&b, "    %s\n", l)
 			}
 		}
 		if res.Hint != "" {
-			fmt.Fprintf(&b, "    hint: %s\n", res.Hint)
+			for i, l := range wrap(res.Hint, width-10) {
+				if i == 0 {
+					fmt.Fprintf(&b, "    hint: %s\n", l)
+				} else {
+					fmt.Fprintf(&b, "          %s\n", l)
+				}
+			}
 		}
 	}
 	b.WriteString("\n")
@@ -247,6 +253,31 @@ func (r Report) Print(w io.Writer) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// width is where detail and hint lines wrap: reports are read in terminals
+// and CI logs.
+const width = 100
+
+// wrap breaks s at spaces into lines of at most w characters; a word longer
+// than w (a URL, a query) keeps its own line.
+func wrap(s string, w int) []string {
+	var lines []string
+	line := ""
+	for _, word := range strings.Fields(s) {
+		switch {
+		case line == "":
+			line = word
+		case utf8.RuneCountInString(line)+1+utf8.RuneCountInString(word) <= w:
+			line += " " + word
+		default:
+			lines, line = append(lines, line), word
+		}
+	}
+	if line != "" {
+		lines = append(lines, line)
+	}
+	return lines
 }
 
 func plural(n int, what string) string {

@@ -7,6 +7,7 @@ import (
 
 	authorizationv1 "k8s.io/api/authorization/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 )
 
 // Permission is what canaryd does to one resource, and why.
@@ -20,14 +21,24 @@ type Permission struct {
 	// Namespace, when set, is the only namespace the permission is needed
 	// in (the Lease); otherwise it is needed in every watched namespace.
 	Namespace string
+	// IfServed, when set, is the resource whose being served makes canaryd
+	// watch it: an informer on it never syncs without list and watch.
+	IfServed *schema.GroupVersionResource
+	// Optional permissions are needed only by some clusters; missing, they
+	// are a warning.
+	Optional bool
 }
 
 // Name is resource.group, as RBAC and kubectl spell it.
 func (p Permission) Name() string {
-	if p.Group == "" {
-		return p.Resource
+	res, sub, _ := strings.Cut(p.Resource, "/")
+	if p.Group != "" {
+		res += "." + p.Group
 	}
-	return p.Resource + "." + p.Group
+	if sub != "" {
+		res += "/" + sub
+	}
+	return res
 }
 
 // Permissions is what canaryd needs with cfg, read off package kube:
@@ -38,6 +49,9 @@ func Permissions(cfg Config) []Permission {
 		{Group: "apps", Resource: "deployments", Verbs: []string{"get", "list", "watch", "create", "update", "patch", "delete"},
 			Why: "informers on opted-in and canary Deployments; live reads before writes (sync.go, apply.go ensureFresh); " +
 				"status and spec.paused by merge patch (patchFoo); foo-canary created, scaled and deleted (applyCanary, deleteOwned)"},
+		{Group: "apps", Resource: "deployments/finalizers", Verbs: []string{"update"}, Optional: true,
+			Why: "foo-canary and canaryd's Services carry a blocking ownerReference to foo, which clusters enforcing " +
+				"owner-reference permissions (OwnerReferencesPermissionEnforcement, e.g. OpenShift) allow only with this"},
 		{Group: "apps", Resource: "replicasets", Verbs: []string{"list", "watch"},
 			Why: "the ReplicaSet informer tells stable and canary revisions apart (informers.go)"},
 		{Group: "", Resource: "services", Verbs: []string{"list", "watch", "create", "update", "delete"},
@@ -49,8 +63,10 @@ func Permissions(cfg Config) []Permission {
 	}
 	for _, gvr := range cfg.routingResources() {
 		perms = append(perms, Permission{Group: gvr.Group, Resource: gvr.Resource, Verbs: []string{"list", "watch", "create", "update", "delete"},
-			Why: "the split is watched, created, re-weighted and removed by its router (router.go)"})
+			IfServed: &gvr, Why: "the split is watched, created, re-weighted and removed by its router (router.go, smi.go, httproute.go)"})
 	}
+	perms = append(perms, Permission{Group: serviceProfiles.Group, Resource: serviceProfiles.Resource, Verbs: []string{"list", "watch"},
+		IfServed: &serviceProfiles, Why: "ServiceProfiles that would override an HTTPRoute split hold the rollout (httproute_block.go)"})
 	if cfg.Lease != nil {
 		perms = append(perms, Permission{Group: "coordination.k8s.io", Resource: "leases", Verbs: []string{"get", "create", "update"},
 			Namespace: cfg.Lease.Namespace,
@@ -64,12 +80,8 @@ func Permissions(cfg Config) []Permission {
 func (r *run) rbac(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 	defer cancel()
-	routing := map[string]bool{}
-	for _, gvr := range r.cfg.routingResources() {
-		routing[gvr.GroupResource().String()] = !r.served[gvr] && r.discovered[gvr] == nil
-	}
 	for _, p := range Permissions(r.cfg) {
-		if routing[p.Name()] {
+		if p.IfServed != nil && !r.served[*p.IfServed] && r.discovered[*p.IfServed] == nil {
 			continue // not served: canaryd neither watches nor writes it (routing reports it)
 		}
 		namespaces, where := r.cfg.Namespaces, r.cfg.scope()
@@ -101,7 +113,11 @@ func (r *run) rbac(ctx context.Context) {
 			r.add(CatRBAC, OK, fmt.Sprintf("can %s %s %s", strings.Join(p.Verbs, ", "), p.Name(), where), "", "")
 			continue
 		}
-		r.add(CatRBAC, Fail, fmt.Sprintf("cannot %s %s %s", strings.Join(denied, ", "), p.Name(), where),
+		status := Fail
+		if p.Optional {
+			status = Warn
+		}
+		r.add(CatRBAC, status, fmt.Sprintf("cannot %s %s %s", strings.Join(denied, ", "), p.Name(), where),
 			"missing: "+list(missing, 4),
 			fmt.Sprintf("canaryd needs it for %s; grant verbs [%s] on resource %q of apiGroup %q to canaryd's ServiceAccount",
 				p.Why, strings.Join(p.Verbs, ", "), p.Resource, p.Group))
@@ -109,14 +125,15 @@ func (r *run) rbac(ctx context.Context) {
 }
 
 func (r *run) allowed(ctx context.Context, ns, verb string, p Permission) (bool, error) {
+	res, sub, _ := strings.Cut(p.Resource, "/")
 	review := &authorizationv1.SelfSubjectAccessReview{Spec: authorizationv1.SelfSubjectAccessReviewSpec{
-		ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: ns, Verb: verb, Group: p.Group, Resource: p.Resource},
+		ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: ns, Verb: verb, Group: p.Group, Resource: res, Subresource: sub},
 	}}
-	res, err := r.cfg.Client.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, review, metav1.CreateOptions{})
+	answer, err := r.cfg.Client.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, review, metav1.CreateOptions{})
 	if err != nil {
 		return false, fmt.Errorf("access review of %s %s: %w", verb, p.Name(), err)
 	}
-	return res.Status.Allowed, nil
+	return answer.Status.Allowed, nil
 }
 
 func nsWord(ns string) string {

@@ -8,15 +8,55 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/discovery"
 
 	"github.com/canaryd/canaryd/rollout"
 )
 
 var serviceProfiles = schema.GroupVersionResource{Group: "linkerd.io", Version: "v1alpha2", Resource: "serviceprofiles"}
 
+// HTTPRouteVersions are the HTTPRoute APIs canaryd can write, in the order
+// it picks the first served when --httproute-version is empty (kube/httproute.go).
+var HTTPRouteVersions = []schema.GroupVersion{
+	{Group: "gateway.networking.k8s.io", Version: "v1"},
+	{Group: "gateway.networking.k8s.io", Version: "v1beta1"},
+	{Group: "policy.linkerd.io", Version: "v1beta3"},
+}
+
+// httpRouteVersion is the configured HTTPRoute API or, like canaryd, the
+// first of HTTPRouteVersions the API server serves (v1 when none is).
+func (r *run) httpRouteVersion() schema.GroupVersion {
+	if !r.cfg.HTTPRoute.Empty() {
+		return r.cfg.HTTPRoute
+	}
+	for _, gv := range HTTPRouteVersions {
+		if served(r.cfg.Client.Discovery(), gv.WithResource("httproutes")) {
+			return gv
+		}
+	}
+	return HTTPRouteVersions[0]
+}
+
+func served(d discovery.DiscoveryInterface, gvr schema.GroupVersionResource) bool {
+	list, err := d.ServerResourcesForGroupVersion(gvr.GroupVersion().String())
+	if err != nil {
+		return false
+	}
+	for _, res := range list.APIResources {
+		if res.Name == gvr.Resource {
+			return true
+		}
+	}
+	return false
+}
+
 // routers maps canaryd.io/router values to the resource each writes.
 func (c Config) routers() map[string]schema.GroupVersionResource {
+	if c.HTTPRoute.Empty() {
+		c.HTTPRoute = HTTPRouteVersions[0]
+	}
 	return map[string]schema.GroupVersionResource{
 		rollout.RouterSMI:       {Group: "split.smi-spec.io", Version: c.SMIVersion, Resource: "trafficsplits"},
 		rollout.RouterHTTPRoute: c.HTTPRoute.WithResource("httproutes"),
@@ -29,12 +69,13 @@ func (c Config) routingResources() []schema.GroupVersionResource {
 
 var kinds = map[string]string{rollout.RouterSMI: "TrafficSplit", rollout.RouterHTTPRoute: "HTTPRoute"}
 
-// discover asks which routing resources the API server serves, once. An
-// error other than "not found" is kept: the resource's state is unknown.
+// discover asks which routing resources (and ServiceProfiles) the API
+// server serves, once. An error other than "not found" is kept: the
+// resource's state is unknown.
 func (r *run) discover() map[schema.GroupVersionResource]error {
 	out := map[schema.GroupVersionResource]error{}
 	r.served = map[schema.GroupVersionResource]bool{}
-	for _, gvr := range r.cfg.routingResources() {
+	for _, gvr := range append(r.cfg.routingResources(), serviceProfiles) {
 		list, err := r.cfg.Client.Discovery().ServerResourcesForGroupVersion(gvr.GroupVersion().String())
 		if err != nil {
 			if !apierrors.IsNotFound(err) {
@@ -117,6 +158,10 @@ func (r *run) profiles(ctx context.Context) {
 		r.add(CatProfiles, OK, "no Deployment is routed by HTTPRoute: ServiceProfiles cannot override a split", "", "")
 		return
 	}
+	if !r.served[serviceProfiles] {
+		r.add(CatProfiles, OK, "the ServiceProfile CRD is not installed: nothing can override an HTTPRoute split", "", "")
+		return
+	}
 	if r.cfg.Dynamic == nil {
 		r.add(CatProfiles, Warn, "ServiceProfiles not checked: no dynamic client", "", "")
 		return
@@ -126,21 +171,29 @@ func (r *run) profiles(ctx context.Context) {
 	var conflicts []string
 	for _, d := range routed {
 		list, err := r.cfg.Dynamic.Resource(serviceProfiles).Namespace(d.namespace).List(ctx, metav1.ListOptions{})
-		if apierrors.IsNotFound(err) {
-			r.add(CatProfiles, OK, "the ServiceProfile CRD is not installed: nothing can override an HTTPRoute split", "", "")
-			return
-		}
 		if err != nil {
 			r.add(CatProfiles, Warn, "cannot list ServiceProfiles in namespace "+d.namespace, err.Error(),
 				"allow list on serviceprofiles.linkerd.io to check for ServiceProfiles overriding HTTPRoute splits")
 			continue
 		}
 		// A ServiceProfile is named after the Service's FQDN; the cluster
-		// domain varies, so match on the part that does not.
+		// domain varies, so match on the part that does not. Only one with
+		// routes or dstOverrides takes over (an empty one, as linkerd-smi
+		// leaves behind, does not): the rule canaryd's controller applies.
 		prefix := d.apex() + "." + d.namespace + ".svc."
 		for _, sp := range list.Items {
-			if strings.HasPrefix(sp.GetName(), prefix) {
-				conflicts = append(conflicts, fmt.Sprintf("ServiceProfile %s/%s on the apex Service of %s", d.namespace, sp.GetName(), d.key()))
+			if !strings.HasPrefix(sp.GetName(), prefix) {
+				continue
+			}
+			var has []string
+			for _, f := range []string{"routes", "dstOverrides"} {
+				if v, _, _ := unstructured.NestedSlice(sp.Object, "spec", f); len(v) > 0 {
+					has = append(has, f)
+				}
+			}
+			if len(has) > 0 {
+				conflicts = append(conflicts, fmt.Sprintf("ServiceProfile %s/%s (with %s) on the apex Service of %s",
+					d.namespace, sp.GetName(), strings.Join(has, " and "), d.key()))
 			}
 		}
 	}
@@ -151,8 +204,9 @@ func (r *run) profiles(ctx context.Context) {
 	}
 	for _, c := range conflicts {
 		r.add(CatProfiles, Fail, c+" overrides its HTTPRoute split", "",
-			"Linkerd routes by the ServiceProfile and ignores the HTTPRoute: delete the ServiceProfile "+
-				"(move its retries and timeouts to retry.linkerd.io / timeout.linkerd.io annotations) or use router smi")
+			"Linkerd routes by the ServiceProfile and ignores the HTTPRoute (canaryd holds the rollout): delete the "+
+				"ServiceProfile or empty its routes and dstOverrides (retries and timeouts can move to retry.linkerd.io / "+
+				"timeout.linkerd.io annotations), or use router smi")
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
@@ -54,6 +55,13 @@ func check(ctx context.Context, args []string) error {
 		if ns = strings.TrimSpace(ns); ns != "" {
 			cfg.Namespaces = append(cfg.Namespaces, ns)
 		}
+	}
+	if o.httpRouteVersion != "" {
+		gv, err := schema.ParseGroupVersion(o.httpRouteVersion)
+		if err != nil || gv.Group == "" || gv.Version == "" {
+			return fmt.Errorf("--httproute-version %q: want group/version, e.g. gateway.networking.k8s.io/v1", o.httpRouteVersion)
+		}
+		cfg.HTTPRoute = gv
 	}
 	if o.leaderElect {
 		cfg.Lease = &checkup.Lease{Namespace: o.leaseNamespace, Name: o.leaseName}

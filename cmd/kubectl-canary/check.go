@@ -22,7 +22,7 @@ func (a *app) check(ctx context.Context, args []string) error {
 	fs.StringVar(&prom.CAFile, "prometheus-ca-file", "", "CA bundle to verify Prometheus")
 	fs.BoolVar(&prom.InsecureSkipVerify, "prometheus-insecure-skip-verify", false, "do not verify Prometheus's certificate")
 	smi := fs.String("smi-version", "v1alpha1", "TrafficSplit version canaryd writes (its --smi-version)")
-	httpRoute := fs.String("httproute-api", "gateway.networking.k8s.io/v1", "HTTPRoute API canaryd writes")
+	httpRoute := fs.String("httproute-version", "", "HTTPRoute API canaryd writes (its --httproute-version); empty: the first served, as canaryd does")
 	router := fs.String("default-router", rollout.RouterSMI, "canaryd's --default-router")
 	leaseNS := fs.String("leader-election-namespace", "", "with canaryd's --leader-elect: the namespace of its Lease")
 	rest, err := a.parse(fs, args)
@@ -32,9 +32,11 @@ func (a *app) check(ctx context.Context, args []string) error {
 	if len(rest) > 0 {
 		return usageError("check takes no arguments (got %v)", rest)
 	}
-	gv, err := schema.ParseGroupVersion(*httpRoute)
-	if err != nil || gv.Group == "" || gv.Version == "" {
-		return usageError("--httproute-api %q: want group/version, e.g. gateway.networking.k8s.io/v1 or policy.linkerd.io/v1beta3", *httpRoute)
+	var gv schema.GroupVersion
+	if *httpRoute != "" {
+		if gv, err = schema.ParseGroupVersion(*httpRoute); err != nil || gv.Group == "" || gv.Version == "" {
+			return usageError("--httproute-version %q: want group/version, e.g. gateway.networking.k8s.io/v1 or policy.linkerd.io/v1beta3", *httpRoute)
+		}
 	}
 	defaults, err := rollout.ParseSpec(map[string]string{rollout.KeyRouter: *router}, rollout.DefaultSpec())
 	if err != nil {

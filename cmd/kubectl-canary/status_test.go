@@ -83,7 +83,7 @@ func TestUsageErrors(t *testing.T) {
 		"status with two names":      {"status", "a", "b"},
 		"status with a bad output":   {"status", "web", "-o", "xml"},
 		"list with an argument":      {"list", "web"},
-		"check with a bad API":       {"check", "--httproute-api", "httproutes"},
+		"check with a bad API":       {"check", "--httproute-version", "httproutes"},
 		"check with a bad router":    {"check", "--default-router", "istio"},
 		"an unknown flag":            {"list", "--bogus"},
 		"a negative wait":            {"abort", "web", "--wait", "-1s"},
