@@ -26,6 +26,7 @@ import (
 
 	"github.com/canaryd/canaryd/analysis"
 	"github.com/canaryd/canaryd/kube"
+	"github.com/canaryd/canaryd/notify"
 	"github.com/canaryd/canaryd/rollout"
 )
 
@@ -34,7 +35,7 @@ type options struct {
 	workers                                             int
 	analysisPeriod, analysisTimeout, scrapeInterval     time.Duration
 	hookTimeout                                         time.Duration
-	smiVersion, checksFile                              string
+	smiVersion, checksFile, notifyConfig                string
 	prom                                                analysis.ClientConfig
 	judge                                               analysis.JudgeConfig
 	defaults                                            map[string]*string
@@ -72,6 +73,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.httpRouteVersion, "httproute-version", "", "HTTPRoute API to write: gateway.networking.k8s.io/v1, gateway.networking.k8s.io/v1beta1 or policy.linkerd.io/v1beta3; empty: the first served")
 	fs.BoolVar(&o.httpRouteRequireAccepted, "httproute-require-accepted", false, "count an HTTPRoute's weights as applied only once its status says Accepted (needs Linkerd's policy controller)")
 	fs.StringVar(&o.checksFile, "checks-file", "", "YAML file of custom analysis checks")
+	fs.StringVar(&o.notifyConfig, "notify-config", "", "file configuring Slack and webhook notifications (see notify/)")
 	fs.StringVar(&o.prom.Address, "prometheus-url", "http://prometheus.linkerd-viz.svc.cluster.local:9090", "Prometheus base URL")
 	fs.DurationVar(&o.prom.Timeout, "prometheus-timeout", analysis.DefaultQueryTimeout, "time limit of one query")
 	fs.StringVar(&o.prom.BearerTokenFile, "prometheus-bearer-token-file", "", "file with a bearer token for Prometheus")
@@ -174,6 +176,16 @@ func serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	var notifier *notify.Notifier
+	if o.notifyConfig != "" {
+		ncfg, err := notify.LoadConfig(o.notifyConfig)
+		if err != nil {
+			return err
+		}
+		if notifier, err = notify.New(ncfg, notify.Options{Log: log.Named("notify")}); err != nil {
+			return err
+		}
+	}
 	rc, err := restConfig(o.kubeconfig)
 	if err != nil {
 		return fmt.Errorf("kubernetes client configuration: %w", err)
@@ -194,7 +206,12 @@ func serve(ctx context.Context, args []string) error {
 			namespaces = append(namespaces, ns)
 		}
 	}
+	var notifyHook func(string, string, rollout.Event, rollout.Status)
+	if notifier != nil {
+		notifyHook = notifier.Notify
+	}
 	ctrl, err := kube.New(kube.Config{
+		Notify: notifyHook,
 		Client: client, Dynamic: dyn, Namespaces: namespaces, Defaults: defaults, Analyzer: analyzer,
 		AnalysisPeriod: o.analysisPeriod, AnalysisTimeout: o.analysisTimeout, HookTimeout: o.hookTimeout, SMIVersion: o.smiVersion,
 		Workers: o.workers, Log: log,
@@ -207,6 +224,12 @@ func serve(ctx context.Context, args []string) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if err := ctrl.Metrics().Register(reg); err != nil {
 		return err
+	}
+	if notifier != nil {
+		if err := notifier.Register(reg); err != nil {
+			return err
+		}
+		go func() { _ = notifier.Run(ctx) }()
 	}
 	if err := kube.RegisterClientMetrics(reg); err != nil {
 		return err
