@@ -48,8 +48,11 @@ lint: $(GOLANGCI)
 	$(GO) vet ./...
 	$(GOLANGCI) run ./...
 
+# Built, then run, so that the demo's own exit code (0, 1, 130 on Ctrl-C)
+# reaches the shell unchanged; `go run` would turn any interruption into 1.
 demo: bootstrap
-	$(GO) run ./test/demo
+	$(GO) build -o bin/demo ./test/demo
+	./bin/demo
 
 cluster-up: bootstrap
 	$(GO) run ./test/cluster/cmd/cluster up --prometheus
