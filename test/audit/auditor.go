@@ -40,6 +40,10 @@ type Config struct {
 	Interval time.Duration
 	// Period is the sampling period (default 100ms).
 	Period time.Duration
+	// Lag is how much shorter than Interval a step may look in the split
+	// (default 1s; see NewRules): the status rule is exact, the split rule
+	// catches a step taken without waiting.
+	Lag time.Duration
 }
 
 // Auditor samples one app until stopped.
@@ -69,11 +73,11 @@ func Start(ctx context.Context, cfg Config) (*Auditor, error) {
 	if cfg.Period <= 0 {
 		cfg.Period = 100 * time.Millisecond
 	}
-	// A sample's time is taken after its reads; reads plus one period is
-	// the uncertainty on any gap between two changes.
-	slack := 2 * cfg.Period
+	if cfg.Lag <= 0 {
+		cfg.Lag = time.Second
+	}
 	ctx, cancel := context.WithCancel(ctx)
-	a := &Auditor{cfg: cfg, rules: NewRules(cfg.App+"-canary", 1000, cfg.Interval, slack), cancel: cancel, done: make(chan struct{})}
+	a := &Auditor{cfg: cfg, rules: NewRules(cfg.App+"-canary", 1000, cfg.Interval, cfg.Lag), cancel: cancel, done: make(chan struct{})}
 	go a.loop(ctx)
 	return a, nil
 }
@@ -126,6 +130,9 @@ func (a *Auditor) read(ctx context.Context) (Sample, error) {
 	}
 	s := Sample{Empty: map[string]bool{}}
 	u, err := a.cfg.Dynamic.Resource(SplitGVR).Namespace(ns).Get(ctx, app, metav1.GetOptions{})
+	// The weights were true at some moment of that GET: its end is the
+	// closest time to them the sample has.
+	s.At = time.Now()
 	switch {
 	case apierrors.IsNotFound(err):
 	case err != nil:
@@ -164,7 +171,6 @@ func (a *Auditor) read(ctx context.Context) (Sample, error) {
 			}
 		}
 	}
-	s.At = time.Now()
 	return s, nil
 }
 

@@ -36,9 +36,12 @@ func (v Violation) String() string {
 	return v.At.Format("15:04:05.000") + " " + v.Rule + ": " + v.Detail
 }
 
-// WeightChange is the canary weight from At on, in milli; -1: no split.
+// WeightChange is the canary weight (milli; -1: no split) first seen at At.
+// The change itself happened after Before, the time of the sample before,
+// which still showed the previous weight (zero for the first sample).
 type WeightChange struct {
 	At     time.Time
+	Before time.Time
 	Canary int
 }
 
@@ -48,7 +51,7 @@ type Rules struct {
 	canary   string
 	total    int64
 	interval time.Duration
-	slack    time.Duration
+	lag      time.Duration
 
 	mu         sync.Mutex
 	violations []Violation
@@ -71,10 +74,15 @@ const maxViolations = 200
 
 // NewRules checks an app whose canary backend Service is canary, whose split
 // weights sum to total (milli: 1000) and whose steps last at least interval.
-// slack is the sampling uncertainty allowed on time gaps (the period plus
-// the time one sample takes to read).
-func NewRules(canary string, total int64, interval, slack time.Duration) *Rules {
-	return &Rules{canary: canary, total: total, interval: interval, slack: slack,
+//
+// lag is how much shorter than the interval a step may look in the split.
+// canaryd starts a step's clock when it decides the step and writes that
+// intent to status before it writes the split, so a split write slowed by a
+// conflict or a slow API server shortens the step as traffic sees it by that
+// delay. The status rule checks the decision times exactly; the split rule,
+// with lag, catches a step taken without waiting.
+func NewRules(canary string, total int64, interval, lag time.Duration) *Rules {
+	return &Rules{canary: canary, total: total, interval: interval, lag: lag,
 		failed: map[string]bool{}, accused: map[string]bool{}}
 }
 
@@ -93,8 +101,9 @@ func (r *Rules) Observe(s Sample) {
 	// gap is how long the auditor could not see: a jump in status.step over
 	// a gap longer than an interval may be honest.
 	var gap time.Duration
-	if !r.lastAt.IsZero() {
-		gap = s.At.Sub(r.lastAt)
+	before := r.lastAt
+	if !before.IsZero() {
+		gap = s.At.Sub(before)
 	}
 	r.lastAt = s.At
 	canary := -1
@@ -102,7 +111,7 @@ func (r *Rules) Observe(s Sample) {
 		r.routing(s)
 		canary = int(s.Weights[r.canary])
 	}
-	r.weight(s.At, canary)
+	r.weight(s.At, before, canary)
 	if s.Status != nil {
 		r.steps(s.At, *s.Status, gap)
 		r.promotions(s.At, *s.Status)
@@ -130,23 +139,27 @@ func (r *Rules) routing(s Sample) {
 }
 
 // weight records the canary weight timeline and judges each change: a step
-// up between two analysis steps must come no sooner than the interval after
-// the previous change, and the weight never falls except back to 0 (a
-// rollback or the end of a promotion) or to no split at all.
-func (r *Rules) weight(at time.Time, canary int) {
+// up between two analysis steps must come no sooner than the interval (less
+// lag) after the previous change, and the weight never falls except back to
+// 0 (a rollback or the end of a promotion) or to no split at all.
+//
+// The previous weight was in place at most from just after its Before to
+// this sample (at): that upper bound on how long it lasted is what is
+// judged, so a slow sample can hide a short step but never invent one.
+func (r *Rules) weight(at, before time.Time, canary int) {
 	n := len(r.changes)
 	if n > 0 && r.changes[n-1].Canary == canary {
 		return
 	}
-	r.changes = append(r.changes, WeightChange{At: at, Canary: canary})
+	r.changes = append(r.changes, WeightChange{At: at, Before: before, Canary: canary})
 	if n == 0 {
 		return
 	}
 	prev := r.changes[n-1]
 	switch {
-	case prev.Canary > 0 && canary > prev.Canary && int64(canary) < r.total:
-		if d := at.Sub(prev.At); d < r.interval-r.slack {
-			r.violate(at, "early-step", "canary weight %dm → %dm %s after the previous change (interval %s)",
+	case prev.Canary > 0 && canary > prev.Canary && int64(canary) < r.total && !prev.Before.IsZero():
+		if d := at.Sub(prev.Before); d < r.interval-r.lag {
+			r.violate(at, "early-step", "canary weight %dm → %dm at most %s after the previous change (interval %s)",
 				prev.Canary, canary, d.Round(time.Millisecond), r.interval)
 		}
 	case canary > 0 && canary < prev.Canary:

@@ -58,8 +58,14 @@ func TestRules(t *testing.T) {
 			want:    []string{"sum"},
 		},
 		"a step up sooner than the interval is early": {
-			samples: []Sample{split(1, 100), split(3, 200)},
+			samples: []Sample{split(0, 0), split(1, 100), split(3, 200)},
 			want:    []string{"early-step"},
+		},
+		"a late sample cannot invent a short step": {
+			// 100m was in place from after 0.5 s; 200m was first seen at
+			// 5.7 s: the step may have lasted 5.2 s, so it is not accused,
+			// though the two sightings are only 4.7 s apart.
+			samples: []Sample{split(0.5, 0), split(1, 100), split(5.6, 100), split(5.7, 200)},
 		},
 		"the last step to 1000m (promotion) is not paced by the interval": {
 			samples: []Sample{split(1, 100), split(6.1, 500), split(6.5, 1000)},
