@@ -8,7 +8,7 @@ LDFLAGS   := -s -w -X main.Version=$(VERSION)
 FUZZTIME  ?= 10s
 TESTFLAGS ?=
 
-.PHONY: all build bootstrap test unit e2e fuzz lint demo cluster-up cluster-down clean
+.PHONY: all build bootstrap test unit e2e chaos vuln vuln-if-reachable fuzz lint demo cluster-up cluster-down clean
 
 all: build
 
@@ -24,12 +24,39 @@ bootstrap:
 test: bootstrap lint
 	$(GO) test -count=1 -timeout 30m $(TESTFLAGS) ./...
 	$(MAKE) fuzz
+	$(MAKE) vuln-if-reachable
 
 unit:
 	$(GO) test -count=1 -short ./rollout/... ./analysis/... ./kube/...
 
 e2e: bootstrap
 	$(GO) test -count=1 -timeout 20m -v ./test/e2e/...
+
+# The full chaos run (the short one is part of `go test ./...`): 50 rollouts
+# under SIGKILL, a 5 minute Prometheus outage, API faults, user edits, hostile
+# annotations. Prints the table; fails on any violation. Built and run as a
+# binary so the table shows without -v's noise.
+chaos: bootstrap
+	$(GO) test -c -o bin/chaos.test ./test/chaos
+	cd test/chaos && ../../bin/chaos.test -test.timeout 90m -full
+
+# govulncheck needs its vulnerability database: VULN_DB is vuln.go.dev, or a
+# file:// mirror of it where that host is unreachable.
+GOVULNCHECK_VERSION := v1.9.0
+GOVULNCHECK := $(or $(CANARYD_CACHE),$(HOME)/.cache/canaryd)/govulncheck-$(GOVULNCHECK_VERSION)/bin/govulncheck
+VULN_DB ?= https://vuln.go.dev
+
+$(GOVULNCHECK):
+	GOBIN=$(dir $(GOVULNCHECK)) $(GO) install golang.org/x/vuln/cmd/govulncheck@$(GOVULNCHECK_VERSION)
+
+vuln: $(GOVULNCHECK)
+	$(GOVULNCHECK) -db $(VULN_DB) ./...
+
+# make test runs govulncheck where its database answers, and says plainly
+# when it does not (the test machines reach only the Go module proxy).
+vuln-if-reachable:
+	@if curl -sf --max-time 10 -o /dev/null $(VULN_DB)/index/db.json; then $(MAKE) vuln; \
+	else echo "vuln: NOT RUN: the vulnerability database $(VULN_DB) is unreachable from this machine; run make vuln where it is, or VULN_DB=file:///path/to/mirror"; fi
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseSpec$$' -fuzztime $(FUZZTIME) ./rollout
