@@ -77,6 +77,12 @@ type Result struct {
 	// Judge holds the sequential tests behind the verdict, one per metric
 	// ("errors", "latency"); empty when they could not be run.
 	Judge []Sequential
+	// NotWorse: the sequential tests have accepted the canary as not worse
+	// than stable on every metric they could test (always true with the
+	// judge turned off). The controller asks for it before promoting: a
+	// threshold check over one window can pass on a handful of lucky
+	// requests; this is evidence accumulated over the whole rollout.
+	NotWorse bool
 }
 
 // Analyzer runs one check. Implementations never panic and never return a

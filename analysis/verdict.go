@@ -26,13 +26,22 @@ func (p *Prom) decide(t Target, m measurement) Result {
 			p.judge.compare("errors", m.cumCanary, m.cumStable, minStable),
 			p.judge.latency(m.histCanary, m.histStable, t.MaxLatencyP99, minStable),
 		}
+		tested := 0
+		r.NotWorse = true
 		for _, s := range r.Judge {
 			if s.Decision == DecisionWorse {
-				r.Verdict, r.Final = Fail, true
+				r.Verdict, r.Final, r.NotWorse = Fail, true, false
 				r.Reason = worseReason(s, m.since)
 				return r
 			}
+			if s.Decision != DecisionSkipped {
+				tested++
+				r.NotWorse = r.NotWorse && s.Decision == DecisionNotWorse
+			}
 		}
+		r.NotWorse = r.NotWorse && tested > 0
+	} else {
+		r.NotWorse = true
 	}
 	window := promDuration(m.window)
 	need := float64(max(t.MinRequests, 1))

@@ -80,6 +80,23 @@ func TestAConclusiveFailureRollsBackAtOnceAndTheRevisionStaysFailed(t *testing.T
 	}
 }
 
+func TestPromotionWaitsForTheSequentialTestToAcceptTheCanary(t *testing.T) {
+	w := adopted(t, nil)
+	w.verdict = func(analysis.Target) *analysis.Result {
+		return &analysis.Result{Verdict: analysis.Pass, Reason: "success rate 100% over 10s (6 requests)"}
+	}
+	w.bump("r2")
+	w.run(time.Second, time.Minute, func(s Status) bool { return s.Step == 3 })
+	w.stays(time.Second, 2*time.Minute, func(s Status) bool {
+		return s.Step == 3 && s.Phase != PhasePromoting && s.Phase != PhaseSucceeded
+	})
+	if st := w.status(); st.Phase != PhaseHeld || !strings.Contains(st.LastCheck.Reason, "not yet shown") {
+		t.Fatalf("status %+v", st)
+	}
+	w.verdict = verdictOf(analysis.Pass)
+	w.run(time.Second, 30*time.Second, phaseIs(PhaseSucceeded))
+}
+
 func TestFailedChecksCountUpToMaxFailuresThenRollBack(t *testing.T) {
 	w := adopted(t, map[string]string{KeyMaxFailures: "3"})
 	w.bump("r2")

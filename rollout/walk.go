@@ -133,6 +133,15 @@ func (d *decider) checkStepDeadline(why string) {
 
 // judge applies a check made at or after the step's due time.
 func (d *decider) judge(c *analysis.Result) {
+	if c.Verdict == analysis.Pass && d.st.Step >= len(d.spec.Steps) && !c.NotWorse {
+		// Promotion is the step that cannot be taken back: besides the
+		// thresholds over the last window, the sequential test must have
+		// accepted the canary over the whole rollout. Until then, hold.
+		held := *c
+		held.Verdict = analysis.Inconclusive
+		held.Reason = c.Reason + "; not yet shown to be no worse than stable: collecting evidence before promoting"
+		c = &held
+	}
 	now := d.o.Now
 	last := d.st.LastCheck
 	d.st.LastCheck = newCheck(now, c)

@@ -53,7 +53,7 @@ func newWorld(t *testing.T, annotations map[string]string) *world {
 		w.o.Annotations = map[string]string{}
 	}
 	w.verdict = func(analysis.Target) *analysis.Result {
-		return &analysis.Result{Verdict: analysis.Pass, Reason: "success rate 100%"}
+		return &analysis.Result{Verdict: analysis.Pass, NotWorse: true, Reason: "success rate 100%"}
 	}
 	return w
 }
@@ -302,5 +302,7 @@ func fail(final bool) func(analysis.Target) *analysis.Result {
 }
 
 func verdictOf(v analysis.Verdict) func(analysis.Target) *analysis.Result {
-	return func(analysis.Target) *analysis.Result { return &analysis.Result{Verdict: v, Reason: fmt.Sprint(v)} }
+	return func(analysis.Target) *analysis.Result {
+		return &analysis.Result{Verdict: v, NotWorse: v == analysis.Pass, Reason: fmt.Sprint(v)}
+	}
 }
