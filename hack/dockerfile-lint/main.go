@@ -8,9 +8,11 @@
 //
 //	dockerfile-lint Dockerfile                  # findings, one a line; exit 1 if any
 //	dockerfile-lint -build-command Dockerfile   # the go build step as JSON, ARGs expanded
+//	dockerfile-lint -context DIR Dockerfile     # copy the build context (.dockerignore applied) to DIR
 //
 // It lives in its own module so that BuildKit never enters canaryd's go.mod.
-// It must never build or run anything: it reads one file.
+// It must never build or run anything: it reads the Dockerfile and, with
+// -context, copies files.
 package main
 
 import (
@@ -18,6 +20,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
@@ -27,11 +30,12 @@ import (
 
 func main() {
 	buildCmd := flag.Bool("build-command", false, "print the go build step (env and argv, ARG defaults expanded; override with -arg) as JSON")
+	contextDir := flag.String("context", "", "copy the build context beside the Dockerfile, as docker would send it (.dockerignore applied), into this directory")
 	var args argFlags
 	flag.Var(&args, "arg", "NAME=value: a build argument, as docker build --build-arg (repeatable)")
 	flag.Parse()
 	if flag.NArg() != 1 {
-		fmt.Fprintln(os.Stderr, "usage: dockerfile-lint [-build-command] [-arg NAME=value]... <Dockerfile>")
+		fmt.Fprintln(os.Stderr, "usage: dockerfile-lint [-build-command | -context DIR] [-arg NAME=value]... <Dockerfile>")
 		os.Exit(2)
 	}
 	path := flag.Arg(0)
@@ -39,6 +43,15 @@ func main() {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "dockerfile-lint:", err)
 		os.Exit(2)
+	}
+	if *contextDir != "" {
+		n, err := copyContext(filepath.Dir(path), *contextDir)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "dockerfile-lint: build context:", err)
+			os.Exit(1)
+		}
+		fmt.Printf("%d files copied\n", n)
+		return
 	}
 	if *buildCmd {
 		step, err := df.goBuild(args)
