@@ -222,7 +222,13 @@ func (r Report) Print(w io.Writer) error {
 			cat = res.Category
 			fmt.Fprintf(&b, "%s\n%s\n", cat, strings.Repeat("-", len(cat)))
 		}
-		fmt.Fprintf(&b, "%s %s\n", res.Status.Symbol(), res.Title)
+		for i, l := range wrap(res.Title, width-2) {
+			if i == 0 {
+				fmt.Fprintf(&b, "%s %s\n", res.Status.Symbol(), l)
+			} else {
+				fmt.Fprintf(&b, "  %s\n", l)
+			}
+		}
 		if res.Status == OK {
 			continue
 		}

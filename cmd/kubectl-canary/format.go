@@ -115,6 +115,9 @@ func stepText(v view) string {
 	if !v.Adopted || v.StatusErr != nil {
 		return "-"
 	}
+	if v.Status.Phase == rollout.PhaseSucceeded {
+		return fmt.Sprintf("%d/%d", len(v.Spec.Steps), len(v.Spec.Steps)) // canaryd resets step once promoted
+	}
 	return fmt.Sprintf("%d/%d", v.Status.Step, len(v.Spec.Steps))
 }
 

@@ -103,7 +103,7 @@ func phaseLine(v view, now time.Time) string {
 	case rollout.PhaseIdle:
 		s = "Idle: nothing to roll out"
 	case rollout.PhaseWaiting:
-		s = "Waiting: the new revision waits for its rollout window"
+		s = "Waiting: the new revision waits to start"
 	case rollout.PhaseProgressing:
 		s = fmt.Sprintf("Progressing: step %d of %d", st.Step, n)
 	case rollout.PhaseHeld:

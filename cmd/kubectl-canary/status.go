@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"golang.org/x/term"
@@ -16,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"sigs.k8s.io/yaml"
 
+	"github.com/canaryd/canaryd/analysis"
 	"github.com/canaryd/canaryd/rollout"
 )
 
@@ -120,11 +122,11 @@ func outcome(v view) (done bool, code int, msg string) {
 		return true, exitOK, fmt.Sprintf("revision %s is stable: nothing to roll out", v.Template)
 	case st.Phase == rollout.PhaseFailed && st.FailedRevision == v.Template:
 		why := st.Message
-		if why == "" && st.LastCheck != nil {
+		switch {
+		case strings.HasPrefix(st.LastCommand, string(rollout.CmdAbort)+":"):
+			why = "aborted (" + rollout.CmdAbort.Key() + ")"
+		case st.LastCheck != nil && st.LastCheck.Verdict == analysis.Fail && st.LastCheck.Reason != "":
 			why = st.LastCheck.Reason
-		}
-		if why == "" {
-			why = st.LastCommand
 		}
 		return true, exitNo, fmt.Sprintf("revision %s rolled back: %s", v.Template, why)
 	}
@@ -226,29 +228,68 @@ func (a *app) frame(v view, o statusOptions, tty bool, last string) string {
 			return s
 		}
 	default:
-		if s := progressLine(v); s != last {
-			fmt.Fprintf(a.out, "%s %s\n", a.now().Format("15:04:05"), s)
-			return s
+		if k := progressKey(v); k != last {
+			_, _ = io.WriteString(a.out, progressLines(v, a.now()))
+			return k
 		}
 	}
 	return last
 }
 
-// progressLine is one line of a watch in a log: what changed, no ages.
-func progressLine(v view) string {
+// progressKey is what makes a watch in a log print a new line: a change of
+// phase, step, weight, verdict or message, not every new measurement.
+func progressKey(v view) string {
+	st := v.Status
+	k := fmt.Sprintf("%s|%s|%d|%s|%s", phaseText(v), stepText(v), st.Weight, st.Message, v.Template)
+	if c := st.LastCheck; c != nil {
+		k += "|" + string(c.Verdict)
+	}
+	return k
+}
+
+// progressLines is a watch's output in a log: one line of what changed,
+// the message wrapped below it, all within width.
+func progressLines(v view, now time.Time) string {
+	stamp := now.Format("15:04:05") + " "
+	indent := strings.Repeat(" ", len(stamp))
 	if !v.Adopted {
-		return "waiting for canaryd to adopt " + v.Name
+		return stamp + "waiting for canaryd to adopt " + v.Name + "\n"
 	}
 	st := v.Status
-	s := fmt.Sprintf("%s · step %s · canary %s", phaseText(v), stepText(v), percent(st.Weight))
-	if v.Template != st.Revision && v.Template != st.StableRevision && v.Template != st.FailedRevision {
-		s += " · revision " + v.Template + " not picked up yet"
-	}
+	s := fmt.Sprintf("%s %s · canary %s", phaseText(v), stepText(v), percent(st.Weight))
 	if c := st.LastCheck; c != nil {
-		s += fmt.Sprintf(" · last check %s %s: %s", verdictSymbol(c.Verdict), c.Verdict, numbers(c))
+		s += fmt.Sprintf(" · %s %s: %s", verdictSymbol(c.Verdict), c.Verdict, compactNumbers(c))
+	}
+	lines := []string{stamp + s}
+	var notes []string
+	if v.Template != st.Revision && v.Template != st.StableRevision && v.Template != st.FailedRevision {
+		notes = append(notes, "revision "+v.Template+" not picked up yet")
 	}
 	if st.Message != "" {
-		s += " · " + st.Message
+		notes = append(notes, st.Message)
 	}
-	return s
+	for _, n := range notes {
+		for _, l := range wrap(n, width-len(indent)) {
+			lines = append(lines, indent+l)
+		}
+	}
+	return strings.Join(lines, "\n") + "\n"
+}
+
+// compactNumbers is numbers for a one-line log: "52 req, 97.62%, p99 27.9ms".
+func compactNumbers(c *rollout.Check) string {
+	var parts []string
+	if c.Requests != nil {
+		parts = append(parts, trim(*c.Requests, 0)+" req")
+	}
+	if c.SuccessRate != nil {
+		parts = append(parts, trim(*c.SuccessRate, 2)+"%")
+	}
+	if c.P99Ms != nil {
+		parts = append(parts, "p99 "+trim(*c.P99Ms, 1)+"ms")
+	}
+	if len(parts) == 0 {
+		return "no data"
+	}
+	return strings.Join(parts, ", ")
 }

@@ -5,6 +5,8 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
+	"unicode/utf8"
 
 	"github.com/canaryd/canaryd/rollout"
 )
@@ -112,5 +114,36 @@ func TestHelpAndVersion(t *testing.T) {
 	out.Reset()
 	if code := run(context.Background(), []string{"version"}, &out, &errOut); code != 0 || !strings.HasPrefix(out.String(), "kubectl-canary ") {
 		t.Errorf("version: exit %d, %q", code, out.String())
+	}
+}
+
+// A watch in a CI log prints a line per change, within 100 columns, the
+// message wrapped below it.
+func TestProgressLinesFit(t *testing.T) {
+	long := strings.Repeat("revision r2 failed; set canaryd.io/retry or change the Deployment ", 3)
+	v := view{Enabled: true, Adopted: true, Template: "r3", Spec: rollout.DefaultSpec(), Status: rollout.Status{
+		Phase: rollout.PhaseRollingBack, Revision: "r2", StableRevision: "r1", Step: 3, Weight: 500, Message: long,
+		LastCheck: passCheck(time.Second)}}
+	out := progressLines(v, now)
+	for _, line := range strings.Split(strings.TrimSuffix(out, "\n"), "\n") {
+		if n := utf8.RuneCountInString(line); n > width {
+			t.Errorf("%d columns: %q", n, line)
+		}
+	}
+	for _, want := range []string{"15:09:26 RollingBack 3/3 · canary 50% · ✔ Pass: 243 req, 99.59%, p99 42.5ms",
+		"\n         revision r3 not picked up yet\n", "\n         revision r2 failed;"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("lacks %q:\n%s", want, out)
+		}
+	}
+	a := progressKey(v)
+	v.Status.LastCheck = passCheck(0)
+	v.Status.LastCheck.Requests = f64(999)
+	if progressKey(v) != a {
+		t.Error("new numbers alone should not print a new line")
+	}
+	v.Status.Phase = rollout.PhaseFailed
+	if progressKey(v) == a {
+		t.Error("a new phase should print a new line")
 	}
 }
