@@ -124,7 +124,8 @@ func (e *FieldError) Error() string {
 	return fmt.Sprintf("%s: invalid value %q: %s", e.Key, v, e.Allowed)
 }
 
-var checkName = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+// checkName matches analysis's rule for check names in its config file.
+var checkName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
 
 // ParseSpec overlays a Deployment's annotations on the defaults. Every bad
 // annotation is reported (errors.Join of *FieldError, sorted by key), so a
@@ -330,7 +331,7 @@ func parseChecks(v string, known []string) ([]string, string) {
 			continue
 		}
 		if !checkName.MatchString(n) {
-			return nil, "comma-separated check names (lowercase letters, digits, '-')"
+			return nil, "comma-separated check names (letters, digits, '_', '.', '-'; at most 63)"
 		}
 		if known != nil && !contains(known, n) {
 			if len(known) == 0 {
