@@ -2,6 +2,7 @@ package checkup
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -9,6 +10,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -117,7 +119,7 @@ func TestRBACReviewsEveryVerbCanarydUses(t *testing.T) {
 
 	ev := one(t, r, CatRBAC, "events")
 	if ev.Status != Fail || ev.Title != "cannot patch events in namespaces shop, billing" ||
-		!strings.Contains(ev.Detail, "patch events (namespace shop), patch events (namespace billing)") || !strings.Contains(ev.Hint, "verbs [create, patch]") {
+		ev.Detail != "missing in namespace shop: patch\nmissing in namespace billing: patch" || !strings.Contains(ev.Hint, "verbs [create, patch]") {
 		t.Errorf("events: %+v", ev)
 	}
 	if fin := one(t, r, CatRBAC, "finalizers"); fin.Status != Warn {
@@ -204,6 +206,27 @@ func TestInjectionIsAWarning(t *testing.T) {
 	}
 	if r.Failed() {
 		t.Error("missing injection alone must not fail the report")
+	}
+}
+
+// canaryd's own identity need not read namespaces: the check then judges
+// by the pod templates alone.
+func TestInjectionWithoutReadingNamespaces(t *testing.T) {
+	c := &cluster{served: []schema.GroupVersionResource{trafficSplits}, objects: []runtime.Object{
+		namespace("shop", "enabled"), namespace("billing", "enabled"),
+		optedIn("shop", "web", nil, map[string]string{annotationInject: "enabled"}),
+		optedIn("billing", "ledger", nil, nil),
+	}}
+	cfg := c.config(t)
+	cfg.Client.(*fake.Clientset).PrependReactor("get", "namespaces", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "namespaces"}, "shop", errors.New("no"))
+	})
+	r := Run(context.Background(), cfg)
+	if x := one(t, r, CatInjection, "namespace shop"); x.Status != OK {
+		t.Errorf("the template asks for injection: %+v", x)
+	}
+	if x := one(t, r, CatInjection, "namespace billing"); x.Status != Warn || !strings.Contains(x.Title, "cannot read namespace billing") {
+		t.Errorf("billing: %+v", x)
 	}
 }
 

@@ -91,8 +91,8 @@ func (r *run) rbac(ctx context.Context) {
 		if p.Namespace != "" {
 			namespaces, where = []string{p.Namespace}, "in namespace "+p.Namespace
 		}
-		var missing []string
-		var denied []string // verbs missing somewhere, each once
+		missing := map[string][]string{} // namespace → verbs denied there
+		var order, denied []string
 		for _, verb := range p.Verbs {
 			for _, ns := range namespaces {
 				ok, err := r.allowed(ctx, ns, verb, p)
@@ -101,11 +101,15 @@ func (r *run) rbac(ctx context.Context) {
 						"the identity in use may not create selfsubjectaccessreviews (granted to every authenticated user by default)")
 					return
 				}
-				if !ok {
-					missing = append(missing, fmt.Sprintf("%s %s %s", verb, p.Name(), nsWord(ns)))
-					if !contains(denied, verb) {
-						denied = append(denied, verb)
-					}
+				if ok {
+					continue
+				}
+				if _, seen := missing[ns]; !seen {
+					order = append(order, ns)
+				}
+				missing[ns] = append(missing[ns], verb)
+				if !contains(denied, verb) {
+					denied = append(denied, verb)
 				}
 			}
 		}
@@ -113,14 +117,20 @@ func (r *run) rbac(ctx context.Context) {
 			r.add(CatRBAC, OK, fmt.Sprintf("can %s %s %s", strings.Join(p.Verbs, ", "), p.Name(), where), "", "")
 			continue
 		}
+		var detail []string
+		if len(order) > 1 {
+			for _, ns := range order {
+				detail = append(detail, fmt.Sprintf("missing %s: %s", nsWord(ns), strings.Join(missing[ns], ", ")))
+			}
+		}
 		status := Fail
 		if p.Optional {
 			status = Warn
 		}
 		r.add(CatRBAC, status, fmt.Sprintf("cannot %s %s %s", strings.Join(denied, ", "), p.Name(), where),
-			"missing: "+list(missing, 4),
-			fmt.Sprintf("canaryd needs it for %s; grant verbs [%s] on resource %q of apiGroup %q to canaryd's ServiceAccount",
-				p.Why, strings.Join(p.Verbs, ", "), p.Resource, p.Group))
+			strings.Join(detail, "\n"),
+			fmt.Sprintf("grant verbs [%s] on resource %q of apiGroup %q to canaryd's ServiceAccount; canaryd uses them for: %s",
+				strings.Join(p.Verbs, ", "), p.Resource, p.Group, p.Why))
 	}
 }
 
@@ -138,9 +148,9 @@ func (r *run) allowed(ctx context.Context, ns, verb string, p Permission) (bool,
 
 func nsWord(ns string) string {
 	if ns == "" {
-		return "(all namespaces)"
+		return "in all namespaces"
 	}
-	return "(namespace " + ns + ")"
+	return "in namespace " + ns
 }
 
 func contains(list []string, s string) bool {

@@ -118,13 +118,14 @@ func (r *run) injection(ctx context.Context) {
 		byNS[d.namespace] = append(byNS[d.namespace], d)
 	}
 	for _, ns := range order {
-		nsInject := ""
-		obj, err := r.cfg.Client.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
-		if err != nil {
-			r.add(CatInjection, Warn, "cannot read namespace "+ns, err.Error(), "allow get on namespaces to check Linkerd injection")
-			continue
+		// canaryd's own identity may not read namespaces (it needs not):
+		// then only the pod templates are known.
+		nsInject, unread := "", error(nil)
+		if obj, err := r.cfg.Client.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); err != nil {
+			unread = err
+		} else {
+			nsInject = obj.Annotations[annotationInject]
 		}
-		nsInject = obj.Annotations[annotationInject]
 		var unmeshed []string
 		for _, d := range byNS[ns] {
 			v := d.inject
@@ -136,6 +137,10 @@ func (r *run) injection(ctx context.Context) {
 			}
 		}
 		switch {
+		case unread != nil && len(unmeshed) > 0:
+			r.add(CatInjection, Warn, fmt.Sprintf("cannot read namespace %s, and the pod templates of %s do not ask for Linkerd injection",
+				ns, list(unmeshed, 3)), unread.Error(),
+				"run the check with an identity that may get namespaces, or annotate the pod templates "+annotationInject+"="+injectEnabled)
 		case len(unmeshed) == 0 && nsInject == injectEnabled:
 			r.add(CatInjection, OK, fmt.Sprintf("namespace %s has %s=%s", ns, annotationInject, injectEnabled), "", "")
 		case len(unmeshed) == 0:

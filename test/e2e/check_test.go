@@ -227,7 +227,8 @@ func TestCheckNamesMissingPermissionsAndOverridingServiceProfiles(t *testing.T) 
 	if len(fails) != 1 || fails[0] != "✘ cannot patch events in namespace "+f.ns {
 		t.Errorf("want exactly the events line failed: %q", fails)
 	}
-	short.expect(t, 1, "missing: patch events (namespace "+f.ns+")", "canaryd needs it for every decision is an Event")
+	short.expect(t, 1, `hint: grant verbs [create, patch] on resource "events" of apiGroup "" to canaryd's ServiceAccount`,
+		"canaryd uses them for: every decision is an Event")
 
 	admin := check(t, "--kubeconfig", env.cluster.Kubeconfig, "--namespaces", f.ns, prom)
 	admin.expect(t, 1, "✘ ServiceProfile "+f.ns+"/api."+f.ns+".svc.cluster.local (with routes) on the apex Service of "+f.ns+"/api overrides its HTTPRoute split")
