@@ -2,6 +2,7 @@ package kube
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -339,17 +340,9 @@ func TestACreateMeetingSomeoneElsesRouteIsAConflict(t *testing.T) {
 	r := &httpRouteRouter{dyn: dyn, res: routeGVR, spec: specOf(map[string]string{})}
 	_, err := r.apply(context.Background(), lister(t), fooDeployment(nil), parent{Name: "foo", Ports: []corev1.ServicePort{{Port: 80}}}, 0)
 	var conflict conflictError
-	if !asError(err, &conflict) || !strings.Contains(err.Error(), "not canaryd's") {
+	if !errors.As(err, &conflict) || !strings.Contains(err.Error(), "not canaryd's") {
 		t.Fatalf("apply over a foreign route: %v, want a conflict naming it", err)
 	}
-}
-
-func asError(err error, target *conflictError) bool {
-	c, ok := err.(conflictError)
-	if ok {
-		*target = c
-	}
-	return ok
 }
 
 func TestTheHTTPRouteVersionIsConfiguredOrDiscovered(t *testing.T) {
