@@ -3,10 +3,16 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/canaryd/canaryd/rollout"
 )
@@ -145,5 +151,92 @@ func TestProgressLinesFit(t *testing.T) {
 	v.Status.Phase = rollout.PhaseFailed
 	if progressKey(v) == a {
 		t.Error("a new phase should print a new line")
+	}
+}
+
+// syncBuffer is a bytes.Buffer the watch goroutine writes while the test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// The watch loop on a fake API server: it waits through a stale Succeeded
+// (the template is newer) and ends with the fate of the current template.
+func TestWatchLoopFollowsTheDeployment(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		final rollout.Status
+		code  int
+		says  string
+	}{
+		{"promoted", rollout.Status{Phase: rollout.PhaseSucceeded, Revision: rev("web:2"), StableRevision: rev("web:2")},
+			exitOK, "revision " + rev("web:2") + " promoted"},
+		{"rolled back", rollout.Status{Phase: rollout.PhaseFailed, Revision: rev("web:2"), StableRevision: rev("web:1"),
+			FailedRevision: rev("web:2"), Message: "2 of 2 allowed failed checks"}, exitNo, "rolled back: 2 of 2 allowed failed checks"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			stale := &rollout.Status{Phase: rollout.PhaseSucceeded, Revision: rev("web:1"), StableRevision: rev("web:1")}
+			client := fake.NewClientset(deploy("shop", "web", stale, nil, "web:2"))
+			out := &syncBuffer{}
+			a := &app{out: out, now: func() time.Time { return now }, client: client, namespace: "shop"}
+			done := make(chan error, 1)
+			go func() { done <- a.watch(context.Background(), "web", statusOptions{events: 3}) }()
+			set := func(after string, st rollout.Status) {
+				t.Helper()
+				for deadline := time.Now().Add(10 * time.Second); !strings.Contains(out.String(), after); time.Sleep(5 * time.Millisecond) {
+					if time.Now().After(deadline) {
+						t.Fatalf("the watch did not print %q:\n%s", after, out.String())
+					}
+				}
+				d, _ := client.AppsV1().Deployments("shop").Get(context.Background(), "web", metav1.GetOptions{})
+				d.Annotations[rollout.AnnotationStatus] = st.Encode()
+				if _, err := client.AppsV1().Deployments("shop").Update(context.Background(), d, metav1.UpdateOptions{}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			set("revision "+rev("web:2")+" not picked up yet",
+				rollout.Status{Phase: rollout.PhaseProgressing, Revision: rev("web:2"), StableRevision: rev("web:1"), Step: 1, Weight: 100})
+			set("Progressing 1/3 · canary 10%", c.final)
+			err := <-done
+			code := exitOK
+			var ee *exitError
+			if errors.As(err, &ee) {
+				code = ee.code
+			}
+			if code != c.code || !strings.Contains(out.String()+fmt.Sprint(err), c.says) {
+				t.Errorf("exit %d (err %v), want %d saying %q\n%s", code, err, c.code, c.says, out.String())
+			}
+		})
+	}
+}
+
+// On a terminal the watch redraws the whole screen, only when it changed.
+func TestTerminalFramesRedrawOnlyOnChange(t *testing.T) {
+	var out bytes.Buffer
+	a := &app{out: &out, now: func() time.Time { return now }}
+	v := viewOf(deploy("shop", "web", &rollout.Status{Phase: rollout.PhaseProgressing, Revision: rev("web:2"), Step: 1, Weight: 100}, nil, "web:2"))
+	last := a.frame(v, statusOptions{}, true, "")
+	if !strings.HasPrefix(out.String(), "\x1b[H\x1b[2J") || !strings.Contains(out.String(), "Progressing: step 1 of 3") {
+		t.Fatalf("first frame %q", out.String())
+	}
+	n := out.Len()
+	if a.frame(v, statusOptions{}, true, last); out.Len() != n {
+		t.Error("an unchanged frame was redrawn")
+	}
+	v.Status.Step, v.Status.Weight = 2, 200
+	if a.frame(v, statusOptions{}, true, last); !strings.Contains(out.String()[n:], "Progressing: step 2 of 3") {
+		t.Error("a changed frame was not redrawn")
 	}
 }
