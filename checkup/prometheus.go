@@ -71,7 +71,7 @@ func (r *run) prometheus(ctx context.Context) {
 // one without is never judged, its checks are inconclusive and its
 // rollouts hold.
 func (r *run) targets(series map[string]int) {
-	if r.deployments == nil || len(r.deployments) == 0 {
+	if len(r.deployments) == 0 {
 		return
 	}
 	var missing []string

@@ -25,13 +25,12 @@ import (
 // sink is a local webhook receiver: it records every request and answers
 // with the status codes it is told, in order, then 200.
 type sink struct {
-	mu       sync.Mutex
-	bodies   [][]byte
-	headers  []http.Header
-	paths    []string
-	answers  []int
-	retryHdr string
-	srv      *httptest.Server
+	mu      sync.Mutex
+	bodies  [][]byte
+	headers []http.Header
+	paths   []string
+	answers []int
+	srv     *httptest.Server
 }
 
 func newSink(t *testing.T, answers ...int) *sink {
