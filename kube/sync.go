@@ -135,7 +135,8 @@ func (c *Controller) apply(ctx context.Context, w *writer, o rollout.Observed, d
 		if ds.DeleteSplit {
 			return c.deleteRoutes(ctx, w.s, w.foo.Namespace, w.foo.Name, "")
 		}
-		return c.applySplit(ctx, w, spec.Router, apex, ds.Weight)
+		_, err := c.applySplit(ctx, w, spec.Router, apex, ds.Weight)
+		return err
 	}
 	if err := w.applyCanary(ctx, ds, o.Revision); err != nil {
 		return asConflict(err)
@@ -148,30 +149,35 @@ func (c *Controller) apply(ctx context.Context, w *writer, o rollout.Observed, d
 	if ds.SkipSplit {
 		return nil
 	}
-	if err := c.applySplit(ctx, w, spec.Router, apex, ds.Weight); err != nil {
+	inPlace, err := c.applySplit(ctx, w, spec.Router, apex, ds.Weight)
+	if err != nil || !inPlace {
 		return err
 	}
-	// The chosen router's object is in place: any other router's goes.
+	// The chosen router's object is observed in place (and accepted, where
+	// that is required): any other router's object goes now, not sooner, so
+	// the apex is never without a route that works.
 	return c.deleteRoutes(ctx, w.s, w.foo.Namespace, w.foo.Name, spec.Router)
 }
 
-func (c *Controller) applySplit(ctx context.Context, w *writer, routerName string, apex parent, weight int) error {
+// applySplit makes the chosen router's object carry weight. It reports
+// whether the object was already observed carrying it (nothing written).
+func (c *Controller) applySplit(ctx context.Context, w *writer, routerName string, apex parent, weight int) (bool, error) {
 	r, l, err := c.routerFor(w.s, routerName)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if cur, _ := r.observe(l, w.foo.Namespace, w.foo.Name); cur != nil && *cur == weight {
-		return nil
+		return true, nil
 	}
 	if err := w.ensureFresh(ctx); err != nil {
-		return err
+		return false, err
 	}
 	wrote, err := r.apply(ctx, l, w.foo, apex, weight)
 	if wrote {
 		w.writes++
 		c.log.Info("weight", zap.String("deployment", w.foo.Namespace+"/"+w.foo.Name), zap.String("router", routerName), zap.Int("canaryMilli", weight))
 	}
-	return err
+	return false, err
 }
 
 // asConflict marks the errors retrying cannot fix.
