@@ -70,6 +70,8 @@ type Proxy struct {
 	enabled bool
 	stats   Stats
 	pending map[string]time.Time // write target → first unanswered fault since its last success
+	conns   map[net.Conn]bool    // open client connections, to cut on a partition
+	healed  chan struct{}        // nil unless partitioned; closed when the partition heals
 }
 
 var allowedCodes = map[int]bool{409: true, 429: true, 500: true, 503: true, 504: true}
@@ -122,6 +124,7 @@ func New(cfg Config) (*Proxy, error) {
 		rng:     rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
 		stats:   Stats{Failed: map[int]int{}},
 		pending: map[string]time.Time{},
+		conns:   map[net.Conn]bool{},
 	}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite: func(r *httputil.ProxyRequest) {
@@ -138,7 +141,7 @@ func New(cfg Config) (*Proxy, error) {
 		return nil, fmt.Errorf("faultproxy: listen on %s: %w", cfg.Listen, err)
 	}
 	p.ln = ln
-	p.srv = &http.Server{Handler: p, ReadHeaderTimeout: 10 * time.Second}
+	p.srv = &http.Server{Handler: p, ReadHeaderTimeout: 10 * time.Second, ConnState: p.track}
 	go func() { _ = p.srv.Serve(ln) }()
 	return p, nil
 }
@@ -210,8 +213,58 @@ func (p *Proxy) draw(write bool) plan {
 	return plan{delay: d}
 }
 
+// SetPartitioned cuts the proxy's clients off from the API server (on) or
+// lets them through again (off). Cutting closes every open client
+// connection, so watches end and requests in flight get no answer; requests
+// made during the partition wait until it heals (or the client gives up)
+// and then get a 503, as requests that timed out would.
+func (p *Proxy) SetPartitioned(on bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case on && p.healed == nil:
+		p.healed = make(chan struct{})
+		for c := range p.conns {
+			_ = c.Close()
+		}
+	case !on && p.healed != nil:
+		close(p.healed)
+		p.healed = nil
+	}
+}
+
+func (p *Proxy) track(c net.Conn, state http.ConnState) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch state {
+	case http.StateNew:
+		p.conns[c] = true
+	case http.StateClosed, http.StateHijacked:
+		delete(p.conns, c)
+	}
+}
+
+// partitioned returns the channel closed when the current partition heals,
+// nil when there is none.
+func (p *Proxy) partitioned() chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.healed
+}
+
 // ServeHTTP forwards one request, failing or delaying it as drawn.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if healed := p.partitioned(); healed != nil {
+		select {
+		case <-healed:
+		case <-r.Context().Done():
+		}
+		p.mu.Lock()
+		p.stats.Partitioned++
+		p.mu.Unlock()
+		writeStatus(w, r, http.StatusServiceUnavailable)
+		return
+	}
 	write := isWrite(r.Method)
 	pl := p.draw(write)
 	target := r.Method + " " + r.URL.Path

@@ -242,3 +242,56 @@ func TestConfigIsValidated(t *testing.T) {
 		})
 	}
 }
+
+func TestAPartitionCutsWatchesAndHoldsRequestsUntilItHeals(t *testing.T) {
+	u := newUpstream(t)
+	p := newProxy(t, u, Config{})
+	// A slow watch: the upstream sends an event every 50 ms, three in all.
+	resp, err := http.Get(p.URL() + "/api/v1/namespaces/ns/configmaps?watch=true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	r := bufio.NewReader(resp.Body)
+	if _, err := r.ReadString('\n'); err != nil {
+		t.Fatalf("first watch event: %v", err)
+	}
+	p.SetPartitioned(true)
+	if _, err := io.ReadAll(r); err == nil {
+		t.Error("the watch ended cleanly across a partition: it was not cut")
+	}
+
+	answered := make(chan int, 1)
+	go func() {
+		resp, err := http.Post(p.URL()+"/api/v1/namespaces/ns/configmaps", "application/json", strings.NewReader("{}"))
+		if err != nil {
+			answered <- -1
+			return
+		}
+		resp.Body.Close()
+		answered <- resp.StatusCode
+	}()
+	select {
+	case code := <-answered:
+		t.Fatalf("a request during the partition was answered %d at once", code)
+	case <-time.After(300 * time.Millisecond):
+	}
+	p.SetPartitioned(false)
+	if code := <-answered; code != http.StatusServiceUnavailable {
+		t.Errorf("the held request got %d after the partition healed, want 503", code)
+	}
+	if n := u.count(); n != 0 {
+		t.Errorf("%d writes reached the server through a partition", n)
+	}
+	if s := p.Stats(); s.Partitioned != 1 || !s.LastWrite.IsZero() {
+		t.Errorf("stats %v", s)
+	}
+	resp2, err := http.Post(p.URL()+"/api/v1/namespaces/ns/configmaps", "application/json", strings.NewReader("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp2.Body.Close()
+	if resp2.StatusCode != 200 || u.count() != 1 || p.Stats().LastWrite.IsZero() {
+		t.Errorf("after healing: %s, %d writes upstream", resp2.Status, u.count())
+	}
+}

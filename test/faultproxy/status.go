@@ -24,6 +24,11 @@ type Stats struct {
 	// UpstreamErrors are requests the API server itself could not be
 	// reached for (502 to the client): not injected.
 	UpstreamErrors int
+	// Partitioned are requests refused by a partition (SetPartitioned).
+	Partitioned int
+	// LastWrite is when a write last went through to the API server and
+	// was answered (zero if none did).
+	LastWrite time.Time
 	// Recovered faults were followed by a real answer on the same target;
 	// WorstRecovery is the longest such wait. Unrecovered targets are still
 	// waiting (the client gave up or has not retried yet).
@@ -42,8 +47,8 @@ func (s Stats) Faults() int {
 }
 
 func (s Stats) String() string {
-	return fmt.Sprintf("%d requests, %d writes, %d faults %v (%d lost answers), %d delayed, %d upstream errors, %d recovered (worst %s), %d unrecovered",
-		s.Requests, s.Writes, s.Faults(), s.Failed, s.Lost, s.Delayed, s.UpstreamErrors, s.Recovered, s.WorstRecovery.Round(time.Millisecond), s.Unrecovered)
+	return fmt.Sprintf("%d requests, %d writes, %d faults %v (%d lost answers), %d delayed, %d upstream errors, %d refused by a partition, %d recovered (worst %s), %d unrecovered",
+		s.Requests, s.Writes, s.Faults(), s.Failed, s.Lost, s.Delayed, s.UpstreamErrors, s.Partitioned, s.Recovered, s.WorstRecovery.Round(time.Millisecond), s.Unrecovered)
 }
 
 // Stats returns a copy of the counters.
@@ -84,6 +89,7 @@ func (p *Proxy) done(target string, write, delayed bool, code int) {
 		return
 	}
 	p.stats.Writes++
+	p.stats.LastWrite = time.Now()
 	if since, ok := p.pending[target]; ok && code < 500 {
 		delete(p.pending, target)
 		p.stats.Recovered++
