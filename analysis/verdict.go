@@ -57,7 +57,13 @@ func (p *Prom) decide(t Target, m measurement) Result {
 	var fails, errs []string
 	volume := fmt.Sprintf("over %s (%s requests)", window, count(m.canary.Requests))
 	if sr := m.canary.SuccessRate; t.MinSuccessRate > 0 && sr < t.MinSuccessRate {
-		fails = append(fails, fmt.Sprintf("success rate %s < %s %s", pct(sr), pct(t.MinSuccessRate), volume))
+		// Below the threshold on this window's sample; broken only if it is
+		// below it with confidence, so that one unlucky failure among a few
+		// dozen requests does not count against a healthy canary.
+		if hi := successUpperBound(sr/100, m.canary.Requests); hi < t.MinSuccessRate/100 {
+			fails = append(fails, fmt.Sprintf("success rate %s < %s %s (at most %s with 95%% confidence)",
+				pct(sr), pct(t.MinSuccessRate), volume, pct(100*hi)))
+		}
 	}
 	maxMs := float64(t.MaxLatencyP99) / float64(time.Millisecond)
 	switch p99 := m.canary.LatencyP99Ms; {
@@ -205,4 +211,20 @@ func (c CheckResult) MarshalJSON() ([]byte, error) {
 		plain
 		Value *float64 `json:"value"`
 	}{plain(c), finite(c.Value)})
+}
+
+// successUpperBound is the one-sided 95 % Wilson score upper bound of a
+// success share p observed over n requests. It is what the success rate could
+// still be, given the sample: with 39 of 40 requests successful (97.5 %) it is
+// 99.4 %, so a 99 % threshold is not shown broken; with 38 of 40 (95 %) it is
+// 98.3 %, and the threshold is broken. With thousands of requests it tends to p.
+func successUpperBound(p, n float64) float64 {
+	if !(n > 0) || math.IsNaN(p) {
+		return 1
+	}
+	const z = 1.6449 // one-sided 95 %
+	z2 := z * z
+	center := (p + z2/(2*n)) / (1 + z2/n)
+	margin := z * math.Sqrt(p*(1-p)/n+z2/(4*n*n)) / (1 + z2/n)
+	return math.Min(1, center+margin)
 }

@@ -48,6 +48,9 @@ type Status struct {
 	Stage         string     `json:"stage,omitempty"`  // promotion stage
 	StartedAt     *time.Time `json:"startedAt,omitempty"`
 	StepStartedAt *time.Time `json:"stepStartedAt,omitempty"`
+	// Applied: the step's weight has been seen in place; StepStartedAt is
+	// then the time it was first seen, so write latency never shortens a step.
+	Applied bool `json:"applied,omitempty"`
 	HeldSince     *time.Time `json:"heldSince,omitempty"`
 
 	Failures     int `json:"failures,omitempty"`

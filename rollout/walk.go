@@ -44,9 +44,14 @@ func (d *decider) walk() {
 		// The step's time counts from when its weight is in place: if the
 		// write after the decision was lost (a crash, a failed write), the
 		// clock starts again now, so no step ever lasts less than interval.
-		d.st.StepStartedAt = stamp(o.Now)
+		d.st.StepStartedAt, d.st.Applied = stamp(o.Now), false
 		d.st.Message = fmt.Sprintf("applying canary weight %dm", d.st.Weight)
 		return
+	}
+	if !d.st.Applied {
+		// First sight of the weight in place: the step's time starts now,
+		// however long the writes took (a throttled API server, a retry).
+		d.st.StepStartedAt, d.st.Applied = stamp(o.Now), true
 	}
 	due := d.st.StepStartedAt.Add(d.spec.Interval)
 	if c := o.Check; c != nil {
@@ -108,7 +113,7 @@ func (d *decider) step0() {
 			}
 			d.st.PreRollout = d.st.Revision
 		}
-		d.st.Step, d.st.Weight, d.st.StepStartedAt = 1, d.spec.Steps[0], stamp(o.Now)
+		d.st.Step, d.st.Weight, d.st.StepStartedAt, d.st.Applied = 1, d.spec.Steps[0], stamp(o.Now), false
 		d.event("StepAdvanced", "canary ready; step 1/%d: canary weight %dm", len(d.spec.Steps), d.st.Weight)
 		return
 	}
@@ -204,7 +209,7 @@ func (d *decider) advance(c *analysis.Result) {
 		return
 	}
 	d.st.Step++
-	d.st.Weight, d.st.StepStartedAt = next, stamp(d.o.Now)
+	d.st.Weight, d.st.StepStartedAt, d.st.Applied = next, stamp(d.o.Now), false
 	d.event("StepAdvanced", "step %d/%d: canary weight %dm (%s)", d.st.Step, n, next, c.Reason)
 }
 
