@@ -50,8 +50,8 @@ type Status struct {
 	StepStartedAt *time.Time `json:"stepStartedAt,omitempty"`
 	// Applied: the step's weight has been seen in place; StepStartedAt is
 	// then the time it was first seen, so write latency never shortens a step.
-	Applied bool `json:"applied,omitempty"`
-	HeldSince     *time.Time `json:"heldSince,omitempty"`
+	Applied   bool       `json:"applied,omitempty"`
+	HeldSince *time.Time `json:"heldSince,omitempty"`
 
 	Failures     int `json:"failures,omitempty"`
 	Inconclusive int `json:"inconclusive,omitempty"`
