@@ -21,6 +21,10 @@ type Permission struct {
 	// Namespace, when set, is the only namespace the permission is needed
 	// in (the Lease); otherwise it is needed in every watched namespace.
 	Namespace string
+	// Object, when set, is the one object the permission is for (the
+	// Lease): it is reviewed by name, as RBAC may grant get and update by
+	// resourceNames. A create is never authorized by name, so it is not.
+	Object string
 	// IfServed, when set, is the resource whose being served makes canaryd
 	// watch it: an informer on it never syncs without list and watch.
 	IfServed *schema.GroupVersionResource
@@ -69,8 +73,8 @@ func Permissions(cfg Config) []Permission {
 		IfServed: &serviceProfiles, Why: "ServiceProfiles that would override an HTTPRoute split hold the rollout (httproute_block.go)"})
 	if cfg.Lease != nil {
 		perms = append(perms, Permission{Group: "coordination.k8s.io", Resource: "leases", Verbs: []string{"get", "create", "update"},
-			Namespace: cfg.Lease.Namespace,
-			Why:       "leader election takes and renews Lease " + cfg.Lease.Name + " (--leader-elect)"})
+			Namespace: cfg.Lease.Namespace, Object: cfg.Lease.Name,
+			Why: "leader election takes and renews Lease " + cfg.Lease.Name + " (--leader-elect)"})
 	}
 	return perms
 }
@@ -136,8 +140,12 @@ func (r *run) rbac(ctx context.Context) {
 
 func (r *run) allowed(ctx context.Context, ns, verb string, p Permission) (bool, error) {
 	res, sub, _ := strings.Cut(p.Resource, "/")
+	name := p.Object
+	if verb == "create" {
+		name = ""
+	}
 	review := &authorizationv1.SelfSubjectAccessReview{Spec: authorizationv1.SelfSubjectAccessReviewSpec{
-		ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: ns, Verb: verb, Group: p.Group, Resource: res, Subresource: sub},
+		ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: ns, Verb: verb, Group: p.Group, Resource: res, Subresource: sub, Name: name},
 	}}
 	answer, err := r.cfg.Client.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, review, metav1.CreateOptions{})
 	if err != nil {
