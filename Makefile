@@ -14,6 +14,7 @@ all: build
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/canaryd ./cmd/canaryd
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/kubectl-canary ./cmd/kubectl-canary
 
 bootstrap:
 	./test/bootstrap.sh

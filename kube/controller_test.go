@@ -250,7 +250,7 @@ func TestANewRevisionBringsUpTheCanary(t *testing.T) {
 		canary.Spec.Selector.MatchLabels[rollout.LabelRole] != rollout.RoleCanary || canary.OwnerReferences[0].UID != "foo-uid" {
 		t.Errorf("canary: image %s replicas %d selector %v", canary.Spec.Template.Spec.Containers[0].Image, *canary.Spec.Replicas, canary.Spec.Selector)
 	}
-	if canary.Annotations[rollout.AnnotationRevision] != revisionOf(&r.foo().Spec.Template) {
+	if canary.Annotations[rollout.AnnotationRevision] != RevisionOf(&r.foo().Spec.Template) {
 		t.Error("canary revision annotation does not match foo's template")
 	}
 	st, _ := rollout.ParseStatus(r.foo().Annotations[rollout.AnnotationStatus])
@@ -291,12 +291,12 @@ func TestRevisionIgnoresTheLabelsThatOnlyTellReplicaSetsApart(t *testing.T) {
 	withHash.Labels[appsv1.DefaultDeploymentUniqueLabelKey] = "abc"
 	withRole := tpl.DeepCopy()
 	withRole.Labels[rollout.LabelRole] = rollout.RoleCanary
-	if revisionOf(&tpl) != revisionOf(withHash) || revisionOf(&tpl) != revisionOf(withRole) {
+	if RevisionOf(&tpl) != RevisionOf(withHash) || RevisionOf(&tpl) != RevisionOf(withRole) {
 		t.Error("hash or role label changed the revision")
 	}
 	other := tpl.DeepCopy()
 	other.Labels["version"] = "2"
-	if revisionOf(&tpl) == revisionOf(other) {
+	if RevisionOf(&tpl) == RevisionOf(other) {
 		t.Error("a template change kept the revision")
 	}
 }

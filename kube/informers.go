@@ -154,7 +154,7 @@ func stripForCache(obj any) (any, error) {
 			o.Annotations = map[string]string{}
 		}
 		if _, done := o.Annotations[annotationRSRevision]; !done {
-			o.Annotations[annotationRSRevision] = revisionOf(&o.Spec.Template)
+			o.Annotations[annotationRSRevision] = RevisionOf(&o.Spec.Template)
 			o.Spec.Template = corev1.PodTemplateSpec{}
 		}
 	case *corev1.Service:

@@ -15,12 +15,12 @@ import (
 	"github.com/canaryd/canaryd/rollout"
 )
 
-// revisionOf is canaryd's name for a pod template: a hash of it without the
+// RevisionOf is canaryd's name for a pod template: a hash of it without the
 // labels that only tell ReplicaSets apart (pod-template-hash) or mark canary
 // pods. foo's template, the ReplicaSet it becomes and foo-canary's template
 // thus share one revision. (The Deployment controller's own hash cannot be
 // used: a paused Deployment creates no ReplicaSet for a new template.)
-func revisionOf(t *corev1.PodTemplateSpec) string {
+func RevisionOf(t *corev1.PodTemplateSpec) string {
 	c := t.DeepCopy()
 	delete(c.Labels, appsv1.DefaultDeploymentUniqueLabelKey)
 	delete(c.Labels, rollout.LabelRole)
@@ -52,7 +52,7 @@ func (c *Controller) observe(foo *appsv1.Deployment, enabled bool) (rollout.Obse
 		Enabled:        enabled,
 		Paused:         foo.Spec.Paused,
 		Replicas:       replicas(foo.Spec.Replicas),
-		Revision:       revisionOf(&foo.Spec.Template),
+		Revision:       RevisionOf(&foo.Spec.Template),
 		AnalysisPeriod: c.cfg.AnalysisPeriod,
 		LastProbe:      c.lastProbe(foo.Namespace + "/" + foo.Name),
 		LastHook:       c.lastProbe("hook/" + foo.Namespace + "/" + foo.Name),

@@ -60,6 +60,12 @@ type decider struct {
 }
 
 func (d *decider) decision() Decision {
+	switch d.st.Phase {
+	case PhaseProgressing, PhaseHeld, PhaseWaitingPromotion, PhasePromoting, PhaseRollingBack:
+		d.st.Steps, d.st.Interval = d.spec.Steps, d.spec.Interval.String()
+	default:
+		d.st.Steps, d.st.Interval = nil, ""
+	}
 	if d.st.Phase != "" && d.desired == nil {
 		d.desired = d.desiredState()
 	}

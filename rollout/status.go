@@ -43,7 +43,11 @@ type Status struct {
 	StableHash     string `json:"stableHash,omitempty"`     // pod-template-hash of the stable ReplicaSet
 	FailedRevision string `json:"failedRevision,omitempty"`
 
-	Step          int        `json:"step,omitempty"`   // steps applied, 0..len(steps)
+	Step int `json:"step,omitempty"` // steps applied, 0..len(steps)
+	// Steps and Interval are the configuration the rollout under way walks
+	// (defaults included), for tools that show progress; absent at rest.
+	Steps         []int      `json:"steps,omitempty"`
+	Interval      string     `json:"interval,omitempty"`
 	Weight        int        `json:"weight,omitempty"` // canary weight, milli
 	Stage         string     `json:"stage,omitempty"`  // promotion stage
 	StartedAt     *time.Time `json:"startedAt,omitempty"`

@@ -43,7 +43,7 @@ func run(ctx context.Context, args []string) error {
 		fmt.Println("canaryd", Version)
 		return nil
 	default:
-		fmt.Fprintf(os.Stderr, "canaryd: unknown command %q; commands: run (default), version\n", cmd)
+		fmt.Fprintf(os.Stderr, "canaryd: unknown command %q; commands: run (default), check, version\n", cmd)
 		return errUsage
 	}
 }

@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/canaryd/canaryd/analysis"
+	"github.com/canaryd/canaryd/kube"
 	"github.com/canaryd/canaryd/rollout"
 )
 
@@ -48,7 +49,9 @@ func deploy(ns, name string, st *rollout.Status, ann map[string]string, image st
 }
 
 // rev is the revision of deploy's template for image.
-func rev(image string) string { return revisionOf(&deploy("x", "web", nil, nil, image).Spec.Template) }
+func rev(image string) string {
+	return kube.RevisionOf(&deploy("x", "web", nil, nil, image).Spec.Template)
+}
 
 func passCheck(at time.Duration) *rollout.Check {
 	return &rollout.Check{Time: now.Add(-at), Verdict: analysis.Pass, Requests: f64(243), SuccessRate: f64(99.588), P99Ms: f64(42.5),

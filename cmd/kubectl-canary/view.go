@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"hash/fnv"
 	"sort"
 	"time"
 
@@ -14,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 
+	"github.com/canaryd/canaryd/kube"
 	"github.com/canaryd/canaryd/rollout"
 )
 
@@ -60,7 +59,7 @@ func viewOf(d *appsv1.Deployment) view {
 	v := view{
 		Namespace: d.Namespace, Name: d.Name, Created: d.CreationTimestamp.Time,
 		Enabled:  d.Labels[rollout.LabelEnabled] == "true",
-		Template: revisionOf(&d.Spec.Template),
+		Template: kube.RevisionOf(&d.Spec.Template),
 		Replicas: 1,
 		Ready:    d.Status.AvailableReplicas,
 	}
@@ -71,33 +70,20 @@ func viewOf(d *appsv1.Deployment) view {
 	v.Adopted = adopted && raw != ""
 	v.Status, v.StatusErr = rollout.ParseStatus(raw)
 	v.Spec, v.SpecErr = rollout.ParseSpec(d.Annotations, rollout.DefaultSpec())
+	// The status carries the steps and interval canaryd really uses (its
+	// --default-* flags may differ from DESIGN's defaults the CLI knows).
+	if len(v.Status.Steps) > 0 {
+		v.Spec.Steps = v.Status.Steps
+	}
+	if d, err := time.ParseDuration(v.Status.Interval); err == nil {
+		v.Spec.Interval = d
+	}
 	for _, c := range allCommands {
 		if _, ok := d.Annotations[c.Key()]; ok {
 			v.Pending = append(v.Pending, c)
 		}
 	}
 	return v
-}
-
-// revisionOf is canaryd's revision of a pod template, as package kube
-// computes it (kube.revisionOf, unexported): a hash of the template without
-// the labels that only tell ReplicaSets apart or mark canary pods.
-// TestCLIRevisionMatchesCanaryd proves the two agree on a real cluster.
-func revisionOf(t *corev1.PodTemplateSpec) string {
-	c := t.DeepCopy()
-	delete(c.Labels, appsv1.DefaultDeploymentUniqueLabelKey)
-	delete(c.Labels, rollout.LabelRole)
-	if len(c.Labels) == 0 {
-		c.Labels = nil
-	}
-	b, err := json.Marshal(c)
-	if err != nil {
-		// A PodTemplateSpec read from the API always marshals.
-		panic(fmt.Sprintf("kubectl-canary: hashing pod template: %v", err))
-	}
-	h := fnv.New64a()
-	_, _ = h.Write(b)
-	return fmt.Sprintf("%016x", h.Sum64())[:10]
 }
 
 // notFound turns a missing Deployment into an error that says where we looked.
