@@ -282,22 +282,39 @@ func endpoints(reg *prometheus.Registry, synced <-chan struct{}, withPprof bool)
 func runElected(ctx context.Context, o *options, client kubernetes.Interface, ctrl *kube.Controller, log *zap.Logger) error {
 	id, _ := os.Hostname()
 	id = fmt.Sprintf("%s_%d", id, os.Getpid())
-	lock, err := resourcelock.New(resourcelock.LeasesResourceLock, o.leaseNamespace, o.leaseName, nil, client.CoordinationV1(),
+	inner, err := resourcelock.New(resourcelock.LeasesResourceLock, o.leaseNamespace, o.leaseName, nil, client.CoordinationV1(),
 		resourcelock.ResourceLockConfig{Identity: id})
 	if err != nil {
 		return err
 	}
+	lock := &fencedLock{Interface: inner}
+	retry := o.leaseDuration / 7
 	lost := errors.New("leader lease lost")
 	var result error
-	leaderelection.RunOrDie(ctx, leaderelection.LeaderElectionConfig{
+	// Ending the controller ends the election too: a process that stopped
+	// reconciling must not hold (and renew) the lease.
+	ectx, ecancel := context.WithCancel(ctx)
+	defer ecancel()
+	leaderelection.RunOrDie(ectx, leaderelection.LeaderElectionConfig{
 		Lock: lock, ReleaseOnCancel: true,
-		LeaseDuration: o.leaseDuration, RenewDeadline: o.leaseDuration * 2 / 3, RetryPeriod: o.leaseDuration / 7,
+		LeaseDuration: o.leaseDuration, RenewDeadline: o.leaseDuration * 2 / 3, RetryPeriod: retry,
 		Callbacks: leaderelection.LeaderCallbacks{
 			OnStartedLeading: func(lctx context.Context) {
 				ctrl.Metrics().Leader.Set(1)
 				log.Info("leading", zap.String("identity", id))
-				if err := ctrl.Run(lctx); err != nil {
+				// Every API call of the controller uses this context: it ends
+				// a retry period before the lease could pass to another
+				// replica, so the old leader has stopped writing by then.
+				fenced, cancel := lock.fence(lctx, o.leaseDuration, retry, 50*time.Millisecond)
+				defer cancel()
+				defer ecancel()
+				if err := ctrl.Run(fenced); err != nil {
 					result = err
+				}
+				if lctx.Err() == nil && fenced.Err() != nil && ctx.Err() == nil {
+					log.Error("lease not renewed in time; stopped reconciling before it could expire", zap.String("identity", id),
+						zap.Time("lastRenewal", lock.lastRenewal()))
+					result = lost
 				}
 			},
 			OnStoppedLeading: func() {
