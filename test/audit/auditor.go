@@ -225,7 +225,7 @@ func ReadyEndpoints(ctx context.Context, client kubernetes.Interface, ns, svc st
 	return m[svc], nil
 }
 
-// Violations are the breaches seen so far, with the pacing rules applied.
+// Violations are the breaches seen so far, in order.
 func (a *Auditor) Violations() []Violation { return a.rules.Violations() }
 
 // Changes is the canary weight timeline (-1: no split).

@@ -42,9 +42,11 @@ type world struct {
 	proc    *exec.Cmd
 	exited  chan struct{}
 	exitErr error
-	listen  string
-	starts  int
-	apps    []*app
+	// exitedAt is when the last canaryd process ended (zero while running).
+	exitedAt time.Time
+	listen   string
+	starts   int
+	apps     []*app
 }
 
 func newWorld(t *testing.T, ns string) *world {
@@ -121,7 +123,7 @@ func (w *world) tryStart() error {
 	go func() {
 		err := cmd.Wait()
 		w.mu.Lock()
-		w.exitErr = err
+		w.exitErr, w.exitedAt = err, time.Now()
 		w.mu.Unlock()
 		close(exited)
 	}()
@@ -185,6 +187,16 @@ func (w *world) tryReady(timeout time.Duration) (time.Duration, error) {
 		return 0, fmt.Errorf("canaryd not ready and reconciling within %s: %w", timeout, last)
 	}
 	return time.Since(start), nil
+}
+
+// goodReconcilesOrErrors is how many reconciles this canaryd process
+// finished, with or without error: every one could have written.
+func (w *world) goodReconcilesOrErrors() (float64, error) {
+	m, err := w.metrics()
+	if err != nil {
+		return 0, err
+	}
+	return m["canaryd_reconcile_duration_seconds_count"], nil
 }
 
 // goodReconciles is how many reconciles this canaryd process finished

@@ -254,6 +254,11 @@ func (p *Proxy) partitioned() chan struct{} {
 
 // ServeHTTP forwards one request, failing or delaying it as drawn.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if isWrite(r.Method) {
+		p.mu.Lock()
+		p.stats.LastWriteAttempt = time.Now()
+		p.mu.Unlock()
+	}
 	if healed := p.partitioned(); healed != nil {
 		select {
 		case <-healed:

@@ -283,7 +283,7 @@ func TestAPartitionCutsWatchesAndHoldsRequestsUntilItHeals(t *testing.T) {
 	if n := u.count(); n != 0 {
 		t.Errorf("%d writes reached the server through a partition", n)
 	}
-	if s := p.Stats(); s.Partitioned != 1 || !s.LastWrite.IsZero() {
+	if s := p.Stats(); s.Partitioned != 1 || !s.LastWrite.IsZero() || s.LastWriteAttempt.IsZero() {
 		t.Errorf("stats %v", s)
 	}
 	resp2, err := http.Post(p.URL()+"/api/v1/namespaces/ns/configmaps", "application/json", strings.NewReader("{}"))

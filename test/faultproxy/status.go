@@ -27,8 +27,10 @@ type Stats struct {
 	// Partitioned are requests refused by a partition (SetPartitioned).
 	Partitioned int
 	// LastWrite is when a write last went through to the API server and
-	// was answered (zero if none did).
-	LastWrite time.Time
+	// was answered (zero if none did); LastWriteAttempt is when a client
+	// last sent one, whatever became of it (partitioned, failed, forwarded).
+	LastWrite        time.Time
+	LastWriteAttempt time.Time
 	// Recovered faults were followed by a real answer on the same target;
 	// WorstRecovery is the longest such wait. Unrecovered targets are still
 	// waiting (the client gave up or has not retried yet).
