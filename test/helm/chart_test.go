@@ -24,7 +24,8 @@ var wantRules = []string{
 	" services: list,watch,create,update,delete",
 	"discovery.k8s.io endpointslices: list,watch",
 	"split.smi-spec.io trafficsplits: list,watch,create,update,delete",
-	"gateway.networking.k8s.io,policy.linkerd.io httproutes: list,watch,create,update,delete",
+	"gateway.networking.k8s.io,policy.linkerd.io httproutes: get,list,watch,create,update,delete",
+	"linkerd.io serviceprofiles: list,watch",
 	" events: create,patch",
 }
 
@@ -283,15 +284,14 @@ var variationChecks = map[string]func(t *testing.T, objs []*unstructured.Unstruc
 		args := deploymentOf(t, objs).Spec.Template.Spec.Containers[0].Args
 		for _, want := range []string{"--default-min-requests=1000000", "--default-steps=5,10,25,50", "--default-min-success-rate=99.5",
 			"--default-window=0 9 * * 1-5 8h", "--prometheus-headers=X-Scope-OrgID=platform", "--smi-version=v1alpha2",
-			"--leader-election-id=canaryd-leader", "--judge-alpha=0.005", "--checks-file=/etc/canaryd/checks/checks.yaml"} {
+			"--leader-election-id=canaryd-leader", "--judge-alpha=0.005", "--checks-file=/etc/canaryd/checks/checks.yaml",
+			"--httproute-version=policy.linkerd.io/v1beta3", "--httproute-require-accepted=true", "--hook-timeout=3s",
+			"--notify-config=/etc/canaryd/notify-config/notify.yaml"} {
 			if !slices.Contains(args, want) {
 				t.Errorf("args lack %s: %v", want, args)
 			}
 		}
 		rules := rulesOf(t, objs)
-		if !slices.Contains(rulesAsStrings(rules["ClusterRole/canaryd"]), "linkerd.io serviceprofiles: get,list,watch") {
-			t.Errorf("rbac.serviceProfiles=true grants no ServiceProfile reads: %q", rulesAsStrings(rules["ClusterRole/canaryd"]))
-		}
 		if got := rulesAsStrings(rules["Role/canaryd/canaryd-leader-election"]); !slices.Contains(got, "coordination.k8s.io leases: get,update (canaryd-leader)") {
 			t.Errorf("the lease Role does not follow leaderElection.leaseName: %q", got)
 		}

@@ -44,7 +44,12 @@ var variations = []variation{
 		"analysis.checks[1].name=queue-depth", "analysis.checks[1].min=0", "analysis.checks[1].max=100",
 		"prometheus.bearerToken.existingSecret=prom-token", "prometheus.tls.caConfigMap=prom-ca",
 		"defaults.steps=5\\,10\\,25\\,50", "defaults.minRequests=1000000", "defaults.minSuccessRate=99.5",
-		"defaults.manualPromotion=true", "defaults.router=smi", "smiVersion=v1alpha2", "rbac.serviceProfiles=true",
+		"defaults.manualPromotion=true", "defaults.router=smi", "smiVersion=v1alpha2",
+		"httpRoute.version=policy.linkerd.io/v1beta3", "httpRoute.requireAccepted=true", "hookTimeout=3s",
+		"notifications.existingSecret=hooks", "notifications.receivers[0].name=chat", "notifications.receivers[0].type=slack",
+		"notifications.receivers[0].urlKey=slack-url", "notifications.receivers[1].name=audit",
+		"notifications.receivers[1].type=webhook", "notifications.receivers[1].urlKey=audit-url",
+		"notifications.receivers[1].tokenKey=audit-token", "notifications.receivers[1].events={started,promoted}",
 		"extraArgs={--judge-alpha=0.005}", "podAntiAffinity=hard", "leaderElection.leaseName=canaryd-leader",
 	}, setString: []string{
 		`analysis.checks[0].query=sum(rate(response_total{namespace="{{.namespace}}"\,deployment="{{.canary}}"\,classification="failure"}[{{.interval}}])) or vector(0)`,

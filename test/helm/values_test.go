@@ -46,6 +46,11 @@ func TestChartRefusesBadValuesNamingTheKey(t *testing.T) {
 		{"a token and basic auth", []string{"prometheus.bearerToken.existingSecret=t", "prometheus.basicAuth.username=u", "prometheus.basicAuth.existingSecret=p"}, nil, "set bearerToken.existingSecret or basicAuth.username, not both"},
 		{"basic auth without its Secret", []string{"prometheus.basicAuth.username=u"}, nil, "prometheus.basicAuth.existingSecret: required"},
 		{"a ServiceMonitor without its Service", []string{"metrics.serviceMonitor.enabled=true", "metrics.service.enabled=false"}, nil, "needs metrics.service.enabled=true"},
+		{"receivers without their Secret", []string{"notifications.receivers[0].name=chat", "notifications.receivers[0].type=slack",
+			"notifications.receivers[0].urlKey=url"}, nil, "notifications.existingSecret: required"},
+		{"a receiver of an unknown type", []string{"notifications.existingSecret=s", "notifications.receivers[0].name=chat",
+			"notifications.receivers[0].type=teams", "notifications.receivers[0].urlKey=url"}, nil, "'/notifications/receivers/0/type'"},
+		{"an HTTPRoute API canaryd does not write", []string{"httpRoute.version=gateway.networking.k8s.io/v1alpha2"}, nil, "'/httpRoute/version'"},
 		{"no ServiceAccount at all", []string{"serviceAccount.create=false"}, nil, "serviceAccount.name: set the name of an existing ServiceAccount"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -175,20 +180,29 @@ func localArgs(t *testing.T, objs []*unstructured.Unstructured, pod corev1.PodSp
 		volumes[v.Name] = v
 	}
 	args := append([]string(nil), containerArgs(t, pod)...)
+	local := map[string]string{} // mount path → local directory
 	for _, m := range pod.Containers[0].VolumeMounts {
-		local := filepath.Join(dir, m.Name)
-		if err := os.MkdirAll(local, 0o755); err != nil {
+		local[m.MountPath] = filepath.Join(dir, m.Name)
+	}
+	relocate := func(s string) string {
+		for mount, l := range local {
+			s = strings.ReplaceAll(s, mount+"/", l+"/")
+		}
+		return s
+	}
+	for _, m := range pod.Containers[0].VolumeMounts {
+		if err := os.MkdirAll(local[m.MountPath], 0o755); err != nil {
 			t.Fatal(err)
 		}
-		files := projected(t, objs, volumes[m.Name])
-		for name, content := range files {
-			if err := os.WriteFile(filepath.Join(local, name), content, 0o600); err != nil {
+		// Files that name other files (the notification config) follow them.
+		for name, content := range projected(t, objs, volumes[m.Name]) {
+			if err := os.WriteFile(filepath.Join(local[m.MountPath], name), []byte(relocate(string(content))), 0o600); err != nil {
 				t.Fatal(err)
 			}
 		}
-		for i, a := range args {
-			args[i] = strings.Replace(a, "="+m.MountPath+"/", "="+local+"/", 1)
-		}
+	}
+	for i, a := range args {
+		args[i] = relocate(a)
 	}
 	return args
 }
@@ -210,9 +224,13 @@ func projected(t *testing.T, objs []*unstructured.Unstructured, v corev1.Volume)
 		}
 	case v.Secret != nil:
 		for _, it := range v.Secret.Items {
-			files[it.Path] = []byte("s3cret")
-			if strings.Contains(v.Name, "-ca") {
+			switch {
+			case strings.Contains(v.Name, "-ca"):
 				files[it.Path] = caPEM(t)
+			case strings.HasPrefix(v.Name, "notify"):
+				files[it.Path] = []byte("https://hooks.example.com/services/T0/B0/x")
+			default:
+				files[it.Path] = []byte("s3cret")
 			}
 		}
 	}

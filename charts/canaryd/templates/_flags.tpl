@@ -39,6 +39,16 @@
 - --checks-file=/etc/canaryd/checks/checks.yaml
 {{- end }}
 - --smi-version={{ .Values.smiVersion }}
+{{- with .Values.httpRoute.version }}
+- --httproute-version={{ . }}
+{{- end }}
+{{- if .Values.httpRoute.requireAccepted }}
+- --httproute-require-accepted=true
+{{- end }}
+- --hook-timeout={{ .Values.hookTimeout }}
+{{- if .Values.notifications.receivers }}
+- --notify-config=/etc/canaryd/notify-config/notify.yaml
+{{- end }}
 - --default-steps={{ $d.steps }}
 - --default-interval={{ $d.interval }}
 - --default-max-failures={{ int64 $d.maxFailures }}
@@ -77,6 +87,14 @@
 {{- if or .Values.prometheus.tls.caConfigMap .Values.prometheus.tls.caSecret }}
 - name: prometheus-ca
   mountPath: /etc/canaryd/prometheus-ca
+  readOnly: true
+{{- end }}
+{{- if .Values.notifications.receivers }}
+- name: notify-config
+  mountPath: /etc/canaryd/notify-config
+  readOnly: true
+- name: notify-secrets
+  mountPath: /etc/canaryd/notify
   readOnly: true
 {{- end }}
 {{- end }}
@@ -119,4 +137,41 @@
       - key: {{ $.Values.prometheus.tls.caKey }}
         path: {{ $.Values.prometheus.tls.caKey }}
 {{- end }}
+{{- if .Values.notifications.receivers }}
+- name: notify-config
+  configMap:
+    name: {{ include "canaryd.fullname" . }}-notify
+- name: notify-secrets
+  secret:
+    secretName: {{ .Values.notifications.existingSecret }}
+    items:
+      {{- range $key := include "canaryd.notifyKeys" . | splitList "," }}
+      - key: {{ $key }}
+        path: {{ $key }}
+      {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret keys the notification receivers read, each once. */}}
+{{- define "canaryd.notifyKeys" -}}
+{{- $keys := list }}
+{{- range .Values.notifications.receivers }}
+{{- $keys = append $keys .urlKey }}
+{{- with .tokenKey }}{{ $keys = append $keys . }}{{ end }}
+{{- end }}
+{{- $keys | uniq | join "," }}
+{{- end }}
+
+{{/* canaryd's --notify-config: the receivers, their secrets as files of the mounted Secret. */}}
+{{- define "canaryd.notifyFile" -}}
+{{- $n := .Values.notifications }}
+{{- $receivers := list }}
+{{- range $n.receivers }}
+{{- $r := dict "name" .name "type" .type "urlFile" (printf "/etc/canaryd/notify/%s" .urlKey) }}
+{{- with .tokenKey }}{{ $_ := set $r "tokenFile" (printf "/etc/canaryd/notify/%s" .) }}{{ end }}
+{{- with .events }}{{ $_ := set $r "events" . }}{{ end }}
+{{- with .namespaces }}{{ $_ := set $r "namespaces" . }}{{ end }}
+{{- $receivers = append $receivers $r }}
+{{- end }}
+{{- toYaml (dict "receivers" $receivers "queueSize" (int64 $n.queueSize) "timeout" $n.timeout "maxAttempts" (int64 $n.maxAttempts) "retryInitial" $n.retryInitial "retryMax" $n.retryMax) }}
 {{- end }}

@@ -4,7 +4,8 @@ RBAC cannot match names by pattern, so the write verbs on Deployments and Servic
 itself creates only objects named after an opted-in Deployment foo (foo-canary, foo-stable, the apex foo when
 missing, the split foo), updates or deletes only those carrying its canaryd.io/managed-by label, and writes
 only spec.paused and canaryd.io/* annotations of the user's Deployment, by patch. No Secrets, no Pods, no
-ConfigMaps. API discovery needs no rule: the built-in system:discovery role grants it to every identity.
+ConfigMaps. Informers on resources the API server serves must be allowed to list and watch, or canaryd never
+becomes ready: that is why the HTTPRoute and ServiceProfile rules are not optional. API discovery needs no rule: the built-in system:discovery role grants it to every identity.
 */}}
 
 {{- define "canaryd.rules" -}}
@@ -34,16 +35,16 @@ ConfigMaps. API discovery needs no rule: the built-in system:discovery role gran
 - apiGroups: [split.smi-spec.io]
   resources: [trafficsplits]
   verbs: [list, watch, create, update, delete]
-{{- if .Values.rbac.httpRoutes }}
+# The HTTPRoute router: Gateway API or Linkerd's own, whichever the API server serves (get explains a
+# name clash with a route canaryd did not create).
 - apiGroups: [gateway.networking.k8s.io, policy.linkerd.io]
   resources: [httproutes]
-  verbs: [list, watch, create, update, delete]
-{{- end }}
-{{- if .Values.rbac.serviceProfiles }}
+  verbs: [get, list, watch, create, update, delete]
+# A ServiceProfile on an apex silently overrides an HTTPRoute split in Linkerd: canaryd watches them (when
+# the CRD is served) to refuse such a split with a clear Event. Read only.
 - apiGroups: [linkerd.io]
   resources: [serviceprofiles]
-  verbs: [get, list, watch]
-{{- end }}
+  verbs: [list, watch]
 # Every decision a user can see is an Event on their Deployment; repeats are aggregated by patch.
 - apiGroups: [""]
   resources: [events]
