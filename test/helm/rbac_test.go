@@ -62,8 +62,18 @@ func rbacScenario(t *testing.T, c *cluster.Cluster, bin, mode string, namespaced
 	if namespaced {
 		install = append(install, "--set", "watchNamespaces={"+appNS+"}")
 	}
-	if out, err := helm(t, install...); err != nil {
+	out, err := helm(t, install...)
+	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
+	}
+	wantNotes := "It watches every namespace."
+	if namespaced {
+		wantNotes = "It watches the namespaces " + appNS + " only."
+	}
+	for _, want := range []string{wantNotes, "helm test canaryd -n " + relNS, "kubectl -n <namespace> label deployment <name> canaryd.io/enabled=true"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("helm install's notes lack %q:\n%s", want, out)
+		}
 	}
 	t.Cleanup(func() {
 		if out, err := helm(t, "uninstall", "canaryd", "--kubeconfig", c.Kubeconfig, "--namespace", relNS, "--wait"); err != nil {
@@ -125,7 +135,7 @@ func rbacScenario(t *testing.T, c *cluster.Cluster, bin, mode string, namespaced
 	}
 
 	// `canaryd check` (the helm test) with the same identity and flags passes.
-	out, err := runDaemon(bin, append(append([]string{"check"}, chartArgs[1:]...), local...)...)
+	out, err = runDaemon(bin, append(append([]string{"check"}, chartArgs[1:]...), local...)...)
 	if err != nil {
 		t.Errorf("canaryd check as the chart's ServiceAccount: %v\n%s", err, out)
 	}
