@@ -116,7 +116,7 @@ func classify(method, path string) (verb, resource string) {
 	switch {
 	case len(rest) == 0:
 		resource = "discovery" // /api, /apis, /apis/<group>/<version>, /version
-	case rest[0] == "namespaces" && len(rest) >= 3 && !(len(rest) == 3 && (rest[2] == "status" || rest[2] == "finalize")):
+	case rest[0] == "namespaces" && len(rest) >= 3 && (len(rest) != 3 || rest[2] != "status" && rest[2] != "finalize"):
 		rest = rest[2:] // namespaced: namespaces/<ns>/<resource>[/<name>[/<sub>]]
 		fallthrough
 	default:

@@ -194,7 +194,7 @@ func (e *env) startCanaryd(bin string) error {
 func (e *env) canarydGone() error {
 	select {
 	case <-e.exited:
-		return fmt.Errorf("canaryd exited (%v); last lines of %s:\n%s", e.exitErr, e.canarydLog, e.logTail(15))
+		return fmt.Errorf("canaryd exited (%w); last lines of %s:\n%s", e.exitErr, e.canarydLog, e.logTail(15))
 	default:
 		return nil
 	}
@@ -228,7 +228,9 @@ func (e *env) stop() error {
 	}
 	if e.stopSim != nil {
 		e.stopSim()
-		<-e.simDone
+		if err := <-e.simDone; err != nil && !errors.Is(err, context.Canceled) {
+			fmt.Fprintln(os.Stderr, "mesh simulator:", err)
+		}
 		e.stopSim = nil
 	}
 	if e.simLog != nil {

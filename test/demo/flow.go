@@ -280,7 +280,7 @@ func poll(ctx context.Context, timeout time.Duration, what string, cond func() (
 			last = err
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("waiting for %s: %w after %s (last error: %v)", what, errTimeout, timeout, last)
+			return fmt.Errorf("waiting for %s: %w after %s (last error: %w)", what, errTimeout, timeout, last)
 		}
 		select {
 		case <-ctx.Done():

@@ -179,7 +179,7 @@ func (w *watcher) until(ctx context.Context, timeout time.Duration, what string,
 			last = err
 		}
 		if time.Now().After(deadline) {
-			return s, fmt.Errorf("waiting for %s: %w after %s (phase %q, last error: %v)", what, errTimeout, timeout, s.st.Phase, last)
+			return s, fmt.Errorf("waiting for %s: %w after %s (phase %q, last error: %w)", what, errTimeout, timeout, s.st.Phase, last)
 		}
 		select {
 		case <-ctx.Done():

@@ -302,5 +302,4 @@ func (f *fixture) exists(get func() error) bool {
 	return err == nil || !apierrors.IsNotFound(err)
 }
 
-
 var _ = bytes.NewBuffer
