@@ -66,7 +66,11 @@ func Permissions(cfg Config) []Permission {
 			Why: "every decision is an Event on the Deployment; repeats are patched onto the first (controller.go recorder)"},
 	}
 	for _, gvr := range cfg.routingResources() {
-		perms = append(perms, Permission{Group: gvr.Group, Resource: gvr.Resource, Verbs: []string{"list", "watch", "create", "update", "delete"},
+		verbs := []string{"list", "watch", "create", "update", "delete"}
+		if gvr.Resource == "httproutes" {
+			verbs = append([]string{"get"}, verbs...) // httproute.go reads a route its cache lacks to tell a foreign one from its own
+		}
+		perms = append(perms, Permission{Group: gvr.Group, Resource: gvr.Resource, Verbs: verbs,
 			IfServed: &gvr, Why: "the split is watched, created, re-weighted and removed by its router (router.go, smi.go, httproute.go)"})
 	}
 	perms = append(perms, Permission{Group: serviceProfiles.Group, Resource: serviceProfiles.Resource, Verbs: []string{"list", "watch"},
