@@ -98,6 +98,12 @@ func newInformerSet(client kubernetes.Interface, dyn dynamic.Interface, ns strin
 		svcs.Informer().HasSynced, slices.Informer().HasSynced}
 	for gvr := range served {
 		inf := splits.ForResource(gvr)
+		// Unstructured objects are maps of maps: a TrafficSplit's
+		// managedFields alone cost more than the rest of it. Without this
+		// transform the splits were 36 % of the live heap at 2,000 managed
+		// Deployments (test/bench heap profile, ~10 KB per split).
+		// SetTransform fails only on a started informer; this one is new.
+		_ = inf.Informer().SetTransform(stripForCache)
 		s.routes[gvr] = inf.Lister()
 		onObject(inf.Informer(), byManagedLabel(enqueue))
 		s.synced = append(s.synced, inf.Informer().HasSynced)
