@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"net/http"
 	"sync"
 	"time"
 
@@ -73,3 +75,53 @@ func (l *fencedLock) fence(ctx context.Context, lease, margin, tick time.Duratio
 	}()
 	return fenced, cancel
 }
+
+// writeFence refuses, on the controller's own API client, every write made
+// when the lease as last renewed has less than margin left. The context
+// fence above stops the controller within a tick; this closes the tick: a
+// leader frozen (SIGSTOP, a long GC pause, a suspended VM) and woken after
+// its lease passed to another replica checks the clock right before the
+// request leaves, not a ticker that has not fired yet. The elector itself
+// uses a separate client, so renewals are never fenced.
+type writeFence struct {
+	mu     sync.Mutex
+	lock   *fencedLock // nil: no election, nothing to fence
+	lease  time.Duration
+	margin time.Duration
+}
+
+var errFenced = errors.New("write refused: this replica's leader lease has lapsed")
+
+func (f *writeFence) arm(l *fencedLock) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lock = l
+}
+
+func (f *writeFence) allows(now time.Time) bool {
+	f.mu.Lock()
+	l := f.lock
+	f.mu.Unlock()
+	if l == nil {
+		return true
+	}
+	r := l.lastRenewal()
+	return !r.IsZero() && now.Before(r.Add(f.lease-f.margin))
+}
+
+func (f *writeFence) wrap(rt http.RoundTripper) http.RoundTripper {
+	return roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		switch req.Method {
+		case http.MethodGet, http.MethodHead, http.MethodOptions:
+		default:
+			if !f.allows(time.Now()) {
+				return nil, errFenced
+			}
+		}
+		return rt.RoundTrip(req)
+	})
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"net/http"
 	"testing"
 	"time"
 
@@ -60,5 +61,45 @@ func TestTheFenceEndsTheContextBeforeTheLeaseCouldPass(t *testing.T) {
 	_ = l.Update(context.Background(), resourcelock.LeaderElectionRecord{HolderIdentity: "other"})
 	if !l.lastRenewal().Equal(before) {
 		t.Fatal("another holder's record counted as our renewal")
+	}
+}
+
+func TestTheWriteFenceRefusesWritesOnceTheLeaseLapsed(t *testing.T) {
+	sent := 0
+	next := roundTripFunc(func(*http.Request) (*http.Response, error) {
+		sent++
+		return &http.Response{StatusCode: http.StatusOK, Body: http.NoBody}, nil
+	})
+	l := &fencedLock{Interface: &fakeLock{}}
+	f := &writeFence{lease: 15 * time.Second, margin: 2 * time.Second}
+	rt := f.wrap(next)
+	do := func(method string) error {
+		req, _ := http.NewRequest(method, "https://127.0.0.1:6443/apis/apps/v1/namespaces/shop/deployments/foo", nil)
+		_, err := rt.RoundTrip(req)
+		return err
+	}
+	if err := do(http.MethodPatch); err != nil {
+		t.Fatalf("without an election nothing is fenced: %v", err)
+	}
+	f.arm(l)
+	if err := do(http.MethodPatch); !errors.Is(err, errFenced) {
+		t.Fatalf("armed but never renewed: %v, want errFenced", err)
+	}
+	l.mark(time.Now(), resourcelock.LeaderElectionRecord{HolderIdentity: "me"}, nil)
+	if err := do(http.MethodPatch); err != nil {
+		t.Fatalf("fresh lease: %v", err)
+	}
+	// The process was frozen: the last renewal is now 14 s old (of 15).
+	l.mark(time.Now().Add(-14*time.Second), resourcelock.LeaderElectionRecord{HolderIdentity: "me"}, nil)
+	for _, m := range []string{http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+		if err := do(m); !errors.Is(err, errFenced) {
+			t.Errorf("%s with a lapsing lease: %v, want errFenced", m, err)
+		}
+	}
+	if err := do(http.MethodGet); err != nil {
+		t.Errorf("reads are not fenced: %v", err)
+	}
+	if sent != 3 {
+		t.Errorf("%d requests reached the server, want 3 (two allowed writes, one read)", sent)
 	}
 }

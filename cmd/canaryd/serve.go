@@ -192,6 +192,11 @@ func serve(ctx context.Context, args []string) error {
 	}
 	rc.UserAgent = "canaryd/" + Version
 	rc.QPS, rc.Burst = 50, 100
+	// The controller's clients go through the write fence (armed only under
+	// leader election); the elector keeps a plain client of its own.
+	fence := &writeFence{lease: o.leaseDuration, margin: o.leaseDuration / 7}
+	electionConfig := rest.CopyConfig(rc)
+	rc.Wrap(fence.wrap)
 	client, err := kubernetes.NewForConfig(rc)
 	if err != nil {
 		return err
@@ -251,7 +256,11 @@ func serve(ctx context.Context, args []string) error {
 		ctrl.Metrics().Leader.Set(1)
 		return ctrl.Run(ctx)
 	}
-	return runElected(ctx, o, client, ctrl, log)
+	electionClient, err := kubernetes.NewForConfig(electionConfig)
+	if err != nil {
+		return err
+	}
+	return runElected(ctx, o, electionClient, fence, ctrl, log)
 }
 
 func endpoints(reg *prometheus.Registry, synced <-chan struct{}, withPprof bool) http.Handler {
@@ -279,7 +288,7 @@ func endpoints(reg *prometheus.Registry, synced <-chan struct{}, withPprof bool)
 // runElected reconciles only while holding the Lease. Losing it ends the
 // process at once: a former leader must not write a moment longer, and the
 // new leader resumes from the status annotations.
-func runElected(ctx context.Context, o *options, client kubernetes.Interface, ctrl *kube.Controller, log *zap.Logger) error {
+func runElected(ctx context.Context, o *options, client kubernetes.Interface, fence *writeFence, ctrl *kube.Controller, log *zap.Logger) error {
 	id, _ := os.Hostname()
 	id = fmt.Sprintf("%s_%d", id, os.Getpid())
 	inner, err := resourcelock.New(resourcelock.LeasesResourceLock, o.leaseNamespace, o.leaseName, nil, client.CoordinationV1(),
@@ -288,7 +297,8 @@ func runElected(ctx context.Context, o *options, client kubernetes.Interface, ct
 		return err
 	}
 	lock := &fencedLock{Interface: inner}
-	retry := o.leaseDuration / 7
+	fence.arm(lock)
+	retry := fence.margin
 	lost := errors.New("leader lease lost")
 	var result error
 	// Ending the controller ends the election too: a process that stopped

@@ -228,16 +228,10 @@ func TestOneOfTwoReplicasLeadsAndTheNextFinishesTheRolloutWhenItDies(t *testing.
 	}
 	b.mu.Unlock()
 	if acts := b.actionsSince(woken); len(acts) > 0 {
-		// Known bug (reported): the fence in cmd/canaryd/lease.go is a
-		// ticker, so a worker that wakes mid-sync can send one request
-		// before the ticker cancels the context. Strict once the fence is
-		// checked synchronously before each write.
-		msg := fmt.Sprintf("the deposed leader acted after waking, before its fence fired: %v", acts)
-		if os.Getenv("CANARYD_STRICT_FENCE") != "" {
-			t.Error(msg)
-		} else {
-			t.Log("KNOWN BUG: " + msg)
-		}
+		// The write fence (cmd/canaryd/lease.go) checks the lease right
+		// before each write leaves: a leader woken after its lease passed
+		// must not get a single one through.
+		t.Errorf("the deposed leader acted after waking: %v", acts)
 	}
 
 	// Then the rollout ends promoted, every step once, under the third replica.
