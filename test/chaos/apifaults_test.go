@@ -112,6 +112,7 @@ func TestAPIServerFaultsCanarydConvergesWithoutDuplicateSteps(t *testing.T) {
 	if *full {
 		goods, bads = 3, 2
 	}
+	sc := begin("API writes failing 10% (500/429/409, lost answers), ≤200ms delays", "new image → end state", goods+bads)
 	seed := uint64(time.Now().UnixNano())
 	p := newProxy(t, faultproxy.Config{WriteFailRate: 0.1, Codes: []int{500, 429, 409}, LostShare: 0.5, MaxDelay: 200 * time.Millisecond, Seed: seed})
 	t.Logf("fault seed %d", seed)
@@ -174,5 +175,5 @@ func TestAPIServerFaultsCanarydConvergesWithoutDuplicateSteps(t *testing.T) {
 	// 3 intervals plus the promotion, ~20 s): the proxy's per-write figure
 	// mostly measures how long canaryd had nothing to write, so it is only
 	// logged above.
-	record("API writes failing 10% (500/429/409, lost answers), ≤200ms delays", "new image → end state", len(apps), converged, violations, slowest)
+	sc.end(converged, violations, slowest)
 }

@@ -144,7 +144,7 @@ func (a *app) waitStatus(what string, timeout time.Duration, cond func(rollout.S
 	a.w.waitFor(a.name+": "+what, timeout, func() (bool, error) {
 		var err error
 		st, err = a.status()
-		return err == nil && cond(st), fmt.Errorf("status %+v (%w)", st, err)
+		return err == nil && cond(st), fmt.Errorf("status %s (%w)", describe(st), err)
 	})
 	return st
 }
@@ -215,7 +215,7 @@ func (a *app) endedPromotedAfter(image string, weights []int) string {
 	}
 	switch {
 	case st.Phase != rollout.PhaseSucceeded || st.StableRevision != st.Revision:
-		return fmt.Sprintf("not promoted: %+v", st)
+		return "not promoted: " + describe(st)
 	case d.Spec.Template.Spec.Containers[0].Image != image || !d.Spec.Paused:
 		return fmt.Sprintf("after promotion: image %s, paused %v", d.Spec.Template.Spec.Containers[0].Image, d.Spec.Paused)
 	}
@@ -239,7 +239,7 @@ func (a *app) endedRolledBack() string {
 	}
 	switch {
 	case st.Phase != rollout.PhaseFailed || st.FailedRevision != st.Revision:
-		return fmt.Sprintf("not rolled back: %+v", st)
+		return "not rolled back: " + describe(st)
 	case d.Status.UpdatedReplicas != 0 || !d.Spec.Paused:
 		return fmt.Sprintf("the bad revision reached %d stable pods (paused %v)", d.Status.UpdatedReplicas, d.Spec.Paused)
 	}
@@ -261,6 +261,15 @@ func (a *app) settledWeights() []int {
 		return len(w) > 0 && w[len(w)-1] == 0, nil
 	})
 	return a.auditor.Weights()
+}
+
+// describe prints a status with its last check spelled out.
+func describe(st rollout.Status) string {
+	s := fmt.Sprintf("%+v", st)
+	if c := st.LastCheck; c != nil {
+		s += fmt.Sprintf(" lastCheck{%s %s: %s}", c.Time.Format("15:04:05.000"), c.Verdict, c.Reason)
+	}
+	return s
 }
 
 // final reports whether a phase ends a rollout.

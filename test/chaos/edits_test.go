@@ -43,6 +43,7 @@ func (a *app) canaryReplicas() (spec, ready int32) {
 // A new image while the canary runs: the rollout starts over at step 1
 // with the newest revision, and promotes it.
 func TestEditNewImageMidRolloutStartsOverAtStepOne(t *testing.T) {
+	sc := begin("edit: new image mid-rollout", "edit → defined outcome seen", 1)
 	w, a := editWorld(t, "chaos-edit-image", 2)
 	old, _ := a.status()
 	edited := time.Now()
@@ -61,12 +62,13 @@ func TestEditNewImageMidRolloutStartsOverAtStepOne(t *testing.T) {
 		t.Error("no Superseded event")
 	}
 	t.Logf("revision %s superseded by %s at step 2; step 1 of the new one %s later", old.Revision, st.Revision, recovery.Round(100*time.Millisecond))
-	record("edit: new image mid-rollout", "edit → defined outcome seen", 1, converged, a.violations()+w.deaths(), recovery)
+	sc.end(converged, a.violations()+w.deaths(), recovery)
 }
 
 // Unpaused by hand: canaryd pauses it again at once with an Unpaused
 // Warning, and the rollout goes on.
 func TestEditUnpauseByHandIsPausedAgain(t *testing.T) {
+	sc := begin("edit: unpaused by hand", "edit → defined outcome seen", 1)
 	w, a := editWorld(t, "chaos-edit-unpause", 1)
 	edited := time.Now()
 	a.patch(map[string]any{"spec": map[string]any{"paused": false}})
@@ -98,7 +100,7 @@ func TestEditUnpauseByHandIsPausedAgain(t *testing.T) {
 	// unpaused; that is the person's doing, and the auditor says whether it
 	// ever cost stable its endpoints.
 	t.Logf("paused again %s after the edit; the Deployment had %d updated replicas meanwhile", recovery.Round(time.Millisecond), maxUpdated)
-	record("edit: unpaused by hand", "edit → defined outcome seen", 1, converged, a.violations()+w.deaths(), recovery)
+	sc.end(converged, a.violations()+w.deaths(), recovery)
 }
 
 // Scaled from 2 to 6 at step 1: the canary follows, so step 2 (200m) runs
@@ -106,6 +108,7 @@ func TestEditUnpauseByHandIsPausedAgain(t *testing.T) {
 // waits for that capacity before it steps, and may already be sizing the
 // canary for the next step's 500m: 3), and the promotion rolls all 6.
 func TestEditScaleMidRolloutTheCanaryFollows(t *testing.T) {
+	sc := begin("edit: scaled 2→6 mid-rollout", "edit → defined outcome seen", 1)
 	w, a := editWorld(t, "chaos-edit-scale", 1)
 	edited := time.Now()
 	a.patch(map[string]any{"spec": map[string]any{"replicas": 6}})
@@ -128,13 +131,14 @@ func TestEditScaleMidRolloutTheCanaryFollows(t *testing.T) {
 	if t.Failed() {
 		converged = 0
 	}
-	record("edit: scaled 2→6 mid-rollout", "edit → defined outcome seen", 1, converged, a.violations()+w.deaths(), recovery)
+	sc.end(converged, a.violations()+w.deaths(), recovery)
 }
 
 // Deleted mid-rollout: the garbage collector removes every object canaryd
 // made (they are owned by the Deployment), canaryd recreates none of them,
 // and the user's apex Service stays.
 func TestEditDeleteMidRolloutLeavesNothingBehind(t *testing.T) {
+	sc := begin("edit: Deployment deleted mid-rollout", "edit → defined outcome seen", 1)
 	w, a := editWorld(t, "chaos-edit-delete", 1)
 	// From the deletion on the app has no pods by the user's choice; what
 	// is audited is what came before, and that nothing of canaryd's stays.
@@ -172,7 +176,7 @@ func TestEditDeleteMidRolloutLeavesNothingBehind(t *testing.T) {
 	if t.Failed() {
 		converged = 0
 	}
-	record("edit: Deployment deleted mid-rollout", "edit → defined outcome seen", 1, converged, violations+w.deaths(), recovery)
+	sc.end(converged, violations+w.deaths(), recovery)
 }
 
 // ownedObjects are getters for every object canaryd creates for the app.

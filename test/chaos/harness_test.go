@@ -49,11 +49,24 @@ type world struct {
 	apps     []*app
 }
 
+// namespaces counts the worlds made per name, so that -count=N runs each
+// scenario in a fresh namespace (a deleted one lingers while terminating).
+var namespaces = struct {
+	sync.Mutex
+	used map[string]int
+}{used: map[string]int{}}
+
 func newWorld(t *testing.T, ns string) *world {
 	t.Helper()
 	if env.skip != "" {
 		t.Skip(env.skip)
 	}
+	namespaces.Lock()
+	namespaces.used[ns]++
+	if n := namespaces.used[ns]; n > 1 {
+		ns = fmt.Sprintf("%s-%d", ns, n)
+	}
+	namespaces.Unlock()
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &world{t: t, ctx: ctx, ns: ns, kubeconfig: env.cluster.Kubeconfig, log: filepath.Join(env.dir, ns+"-canaryd.log")}
 	if _, err := env.client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
@@ -105,6 +118,12 @@ func (w *world) tryStart() error {
 		// back. 95 % keeps the threshold meaningful at this traffic; the
 		// bad canary (10 % errors) still fails it.
 		"--default-min-success-rate", "95",
+		// The judge rolls a good canary back with probability alpha per
+		// metric by design (default 1 %): over the 60-odd good rollouts of
+		// a full run that is about one expected false rollback. The suite
+		// tests canaryd under faults, not the judge's error rates (the
+		// analysis package's tests do), so it asks for 0.1 %.
+		"--judge-alpha", "0.001",
 	}, w.extra...)
 	logf, err := os.OpenFile(w.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -239,8 +258,17 @@ func (w *world) metrics() (map[string]float64, error) {
 	return out, sc.Err()
 }
 
+// dumpLog shows the end of canaryd's log in the test output and keeps the
+// whole of it in $TMPDIR/canaryd-chaos-failed, which outlives the run.
 func (w *world) dumpLog(n int) {
 	b, _ := os.ReadFile(w.log)
+	keep := filepath.Join(os.TempDir(), "canaryd-chaos-failed")
+	if err := os.MkdirAll(keep, 0o755); err == nil {
+		dst := filepath.Join(keep, time.Now().Format("150405-")+filepath.Base(w.log))
+		if os.WriteFile(dst, b, 0o644) == nil {
+			w.t.Logf("canaryd's whole log: %s", dst)
+		}
+	}
 	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
 	if len(lines) > n {
 		lines = lines[len(lines)-n:]

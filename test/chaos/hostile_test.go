@@ -67,6 +67,8 @@ func TestHostileAnnotationValuesWarnAndRouteNothing(t *testing.T) {
 		t.Skip(env.skip)
 	}
 	t.Parallel()
+	fresh := begin("hostile annotation values (fresh apps)", "start → InvalidConfig event", len(hostile))
+	mid := begin("hostile annotation value mid-rollout", "edit → InvalidConfig event", 1)
 	w := newWorld(t, "chaos-hostile")
 	checks := filepath.Join(t.TempDir(), "checks.yaml")
 	if err := os.WriteFile(checks, []byte(checksFile), 0o644); err != nil {
@@ -120,7 +122,7 @@ func TestHostileAnnotationValuesWarnAndRouteNothing(t *testing.T) {
 		violations++
 	}
 	violations += w.deaths()
-	record("hostile annotation values (fresh apps)", "start → InvalidConfig event", len(hostile), converged, violations, worst)
+	fresh.end(converged, violations, worst)
 
 	// Mid-rollout, a bad value freezes the routing where it is.
 	live.adopted()
@@ -154,5 +156,5 @@ func TestHostileAnnotationValuesWarnAndRouteNothing(t *testing.T) {
 		converged = 0
 	}
 	midViolations += live.violations() + w.deaths()
-	record("hostile annotation value mid-rollout", "edit → InvalidConfig event", 1, converged, midViolations, recovery)
+	mid.end(converged, midViolations, recovery)
 }

@@ -84,6 +84,7 @@ func finish(t *testing.T, web *app) (int, int) {
 // so its lease is never released; the standby takes over once it expires and
 // finishes the rollout, every step once.
 func TestLeaderKilledTheStandbyTakesOver(t *testing.T) {
+	sc := begin("leader SIGKILLed (4s lease)", "kill → standby leading", 1)
 	a, b, _, _, web := pair(t, "chaos-leader-kill")
 	killed := time.Now()
 	a.stop(syscall.SIGKILL)
@@ -96,7 +97,7 @@ func TestLeaderKilledTheStandbyTakesOver(t *testing.T) {
 		violations++
 	}
 	t.Logf("lease %s: the standby led %s after the leader was killed", lease, takeover.Round(100*time.Millisecond))
-	record("leader SIGKILLed (4s lease)", "kill → standby leading", 1, converged, violations, takeover)
+	sc.end(converged, violations, takeover)
 }
 
 // TestLeaderPartitionedStopsBeforeItsLeaseEnds: the leader is cut off from
@@ -107,6 +108,7 @@ func TestLeaderPartitionedStopsBeforeItsLeaseEnds(t *testing.T) {
 	if !*full {
 		t.Skip("known bug: partitioned leader keeps writing past its lease (finding 3 in the chaos report); runs in make chaos")
 	}
+	sc := begin("leader partitioned from the API server", "partition → standby leading", 1)
 	a, b, pa, _, web := pair(t, "chaos-leader-partition")
 	partitioned := time.Now()
 	pa.SetPartitioned(true)
@@ -141,5 +143,5 @@ func TestLeaderPartitionedStopsBeforeItsLeaseEnds(t *testing.T) {
 	}
 	converged, v := finish(t, web)
 	t.Logf("lease %s: the standby led %s after the leader was partitioned", lease, takeover.Round(100*time.Millisecond))
-	record("leader partitioned from the API server", "partition → standby leading", 1, converged, violations+v, takeover)
+	sc.end(converged, violations+v, takeover)
 }

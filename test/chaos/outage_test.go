@@ -25,6 +25,7 @@ func TestPrometheusOutageHoldsTheRolloutAndItResumes(t *testing.T) {
 	if *full {
 		outage = 5 * time.Minute
 	}
+	sc := begin(fmt.Sprintf("Prometheus down %s mid-step", outage), "Prometheus ready → rollout out of Held", 1)
 	w := newWorld(t, "chaos-prom")
 	prom := env.cluster.Prometheus
 	t.Cleanup(func() {
@@ -85,7 +86,7 @@ func TestPrometheusOutageHoldsTheRolloutAndItResumes(t *testing.T) {
 	}
 	violations := a.violations()
 	t.Logf("Prometheus down %s: held after %s, moving again %s after it was back", outage, heldAfter.Round(100*time.Millisecond), recovery.Round(100*time.Millisecond))
-	record(fmt.Sprintf("Prometheus down %s mid-step", outage), "Prometheus ready → rollout out of Held", 1, converged, violations, recovery)
+	sc.end(converged, violations, recovery)
 }
 
 // TestAPIServerRestartMidRolloutIsSurvived stops kube-apiserver and etcd
@@ -97,6 +98,7 @@ func TestAPIServerRestartMidRolloutIsSurvived(t *testing.T) {
 	if *full {
 		down = 15 * time.Second
 	}
+	sc := begin(fmt.Sprintf("kube-apiserver+etcd down %s", down), "API ready → next status write", 1)
 	w := newWorld(t, "chaos-apiserver")
 	a := w.app("web", 2, nil, healthy, 20)
 	w.start()
@@ -137,5 +139,5 @@ func TestAPIServerRestartMidRolloutIsSurvived(t *testing.T) {
 	samples, blind, _ := a.auditor.Stats()
 	t.Logf("API server and etcd down %s: canaryd wrote again %s after they were back; auditor blind for %d of %d samples",
 		down, recovery.Round(100*time.Millisecond), blind, samples)
-	record(fmt.Sprintf("kube-apiserver+etcd down %s", down), "API ready → next status write", 1, converged, violations, recovery)
+	sc.end(converged, violations, recovery)
 }

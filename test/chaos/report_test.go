@@ -43,6 +43,25 @@ func record(scenario, recovery string, trials, converged, violations int, worst 
 	}
 }
 
+// scenario is one row's trials in progress: begin counts them at once, as
+// not converged, so a trial that dies on t.Fatal still shows in the table
+// (and fails the run); end adds what the trials achieved.
+type scenario struct{ name, recovery string }
+
+func begin(name, recovery string, trials int) scenario {
+	if env.skip != "" {
+		return scenario{} // the test is about to skip: no row
+	}
+	record(name, recovery, trials, 0, 0, 0)
+	return scenario{name, recovery}
+}
+
+func (s scenario) end(converged, violations int, worst time.Duration) {
+	if s.name != "" {
+		record(s.name, s.recovery, 0, converged, violations, worst)
+	}
+}
+
 func anyViolation() bool {
 	report.mu.Lock()
 	defer report.mu.Unlock()
