@@ -8,7 +8,7 @@ LDFLAGS   := -s -w -X main.Version=$(VERSION)
 FUZZTIME  ?= 10s
 TESTFLAGS ?=
 
-.PHONY: all build bootstrap test unit e2e chaos vuln vuln-if-reachable fuzz lint demo cluster-up cluster-down clean
+.PHONY: all build bootstrap test unit e2e chaos bench vuln vuln-if-reachable fuzz lint demo cluster-up cluster-down clean
 
 all: build
 
@@ -40,6 +40,14 @@ e2e: bootstrap
 chaos: bootstrap
 	$(GO) test -c -o bin/chaos.test ./test/chaos
 	cd test/chaos && ../../bin/chaos.test -test.timeout 90m -full
+
+# The benchmark (issue 8): how fast a bad canary loses its traffic, against
+# Wald's information limit, and one canaryd managing 100 to 2,000 and more
+# Deployments. Takes 30–40 minutes on 2 cores; writes
+# test/bench/report/REPORT.md with PNG plots and pprof profiles. Its smoke
+# (N = 50, 3 trials of each scenario) runs in `make test`.
+bench: bootstrap
+	CANARYD_BENCH_FULL=1 $(GO) test -count=1 -timeout 90m -v -run '^TestBench$$' ./test/bench
 
 # govulncheck needs its vulnerability database: VULN_DB is vuln.go.dev, or a
 # file:// mirror of it where that host is unreachable.

@@ -1,0 +1,264 @@
+package bench
+
+import (
+	"fmt"
+	"path/filepath"
+	"sort"
+	"strings"
+)
+
+func (r Report) writeScale(b *strings.Builder, dir string) error {
+	if len(r.Scale) == 0 {
+		return nil
+	}
+	p := func(format string, args ...any) { fmt.Fprintf(b, format+"\n", args...) }
+	c := r.ScaleCfg
+	p("## Scale: one canaryd process (GOMAXPROCS=2)")
+	p("")
+	p("N opted-in Deployments of **1 replica each** (to keep kwok light), 100 per namespace, each with its apex Service; canaryd watches all namespaces.")
+	p("Every tenth Deployment rolls: in each wave all of them get a new image at once and walk `100m,200m,500m` at a **%s interval**, then promote.", c.Interval)
+	p("Only the rolling ones are meshed and take traffic (%.0f requests/s each, so the canary's window holds ≥ 5 requests, canaryd's `--default-min-requests 5`); the others never take a request, so simulating their proxies would only load Prometheus.", c.RPS)
+	p("canaryd is restarted after each N is adopted, so idle memory is that of a process managing N, not the history of growing to N. Idle CPU is measured over %s with no scrape in between; each N runs %d waves.", c.IdleWindow, c.Waves)
+	p("Step lag: for every step due by the clock (steps 2 and 3 and the promotion's shift), the TrafficSplit watch event with the new weight minus (`stepStartedAt` + interval) from the status annotation. It includes the due check's Prometheus queries.")
+	p("API requests come from canaryd's client-go metrics (`canaryd_api_request_duration_seconds` by verb and resource); \"writes per step\" excludes Events and divides by the weight changes written (5 per rollout: 100m, 200m, 500m, 1000m, 0).")
+	p("")
+	p("| N | rolling | adopted in | RSS idle MB | heap in use idle MB | live heap MB | RSS rolling max MB | CPU idle %% | CPU rolling %% | step lag p50 s | p99 s | held steps | writes/step | writes per step advance | reads/step | queries/check | queue max | mean write s | converged | machine busy %% | targets broken |")
+	p("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+	var xs, rss, heap, live, rssRoll, cpuIdle, cpuRoll, lag50, lag99, wps, rps []float64
+	for _, s := range r.Scale {
+		m := s.Median
+		conv, roll, held := 0, 0, 0
+		for _, w := range s.Waves {
+			conv, roll, held = conv+w.Converged, roll+w.Rolling, held+w.Held
+		}
+		broken := strings.Join(s.Broken, ", ")
+		if broken == "" {
+			broken = "none"
+		}
+		i := s.Idle
+		p("| %d | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d | %s | %s | %s | %s | %s | %s | %d/%d | %s | %s |", s.N, s.Rolling, s.Adopt.Round(1e9),
+			f2(i.RSSMB), f2(i.HeapInUseMB), f2(i.HeapLiveMB), f2(m(func(w WaveResult) float64 { return w.RSSMaxMB })), f2(i.CPUPct),
+			f2(m(func(w WaveResult) float64 { return w.CPUPct })),
+			f2(m(func(w WaveResult) float64 { return w.LagP50 })), f2(m(func(w WaveResult) float64 { return w.LagP99 })), held,
+			f2(m(func(w WaveResult) float64 { return w.WritesPerStep })), f2(m(func(w WaveResult) float64 { return Median(w.AdvanceWrites) })),
+			f2(m(func(w WaveResult) float64 { return w.ReadsPerStep })),
+			f2(m(func(w WaveResult) float64 { return w.QueriesPerCheck })), f0(m(func(w WaveResult) float64 { return w.QueueMax })),
+			f2(m(func(w WaveResult) float64 { return w.WriteLatency })), conv, roll,
+			f0(m(func(w WaveResult) float64 { return w.MachineBusy })), broken)
+		xs = append(xs, float64(s.N))
+		rss, heap, live, cpuIdle = append(rss, i.RSSMB), append(heap, i.HeapInUseMB), append(live, i.HeapLiveMB), append(cpuIdle, i.CPUPct)
+		rssRoll = append(rssRoll, m(func(w WaveResult) float64 { return w.RSSMaxMB }))
+		cpuRoll = append(cpuRoll, m(func(w WaveResult) float64 { return w.CPUPct }))
+		lag50 = append(lag50, m(func(w WaveResult) float64 { return w.LagP50 }))
+		lag99 = append(lag99, m(func(w WaveResult) float64 { return w.LagP99 }))
+		wps = append(wps, m(func(w WaveResult) float64 { return w.WritesPerStep }))
+		rps = append(rps, m(func(w WaveResult) float64 { return w.ReadsPerStep }))
+	}
+	p("")
+	p("Where the memory is (after the forced collection): the runtime holds `sys` from the OS, of which `released` heap went back; the next collection starts at `next GC`.")
+	p("")
+	p("| N | live heap MB | next GC MB | sys MB | released MB | RSS MB |")
+	p("|---|---|---|---|---|---|")
+	for _, s := range r.Scale {
+		i := s.Idle
+		p("| %d | %s | %s | %s | %s | %s |", s.N, f2(i.HeapLiveMB), f2(i.NextGCMB), f2(i.SysMB), f2(i.ReleasedMB), f2(i.RSSMB))
+	}
+	p("")
+	p("Targets at N = 2,000: RSS ≤ %.0f MB, idle CPU ≤ %.0f %% of a core, step lag p99 ≤ %.0f s, ≤ %.0f API writes per step.", Targets.RSSMB, Targets.IdleCPUPct, Targets.LagP99, Targets.WritesPerStep)
+	p("")
+	rf, lf := LinearFit(xs, rss), LinearFit(xs, live)
+	if len(xs) >= 2 {
+		p("**Memory slope**: the live heap (after a forced collection: what the caches hold) grows by **%.1f KB per managed Deployment** (least squares over N, R² = %.3f, intercept %.1f MB); RSS by %.1f KB per Deployment (R² = %.3f, intercept %.1f MB).",
+			lf.Slope*1000, lf.R2, lf.Intercept, rf.Slope*1000, rf.R2, rf.Intercept)
+		p("RSS is about twice the live heap: Go's collector lets the heap grow to twice the live data before collecting (GOGC=100), and memory freed after start-up's full LISTs goes back to the OS only gradually.")
+		p("")
+	}
+	r.writeAlt(b)
+	r.writeAPI(b)
+	r.writeComponents(b)
+	fit := Series{Label: "RSS fit", Color: Gray}
+	for _, x := range xs {
+		fit.X, fit.Y = append(fit.X, x), append(fit.Y, rf.Intercept+rf.Slope*x)
+	}
+	charts := []struct {
+		file string
+		c    Chart
+	}{
+		{"scale-memory.png", Chart{Title: "canaryd memory by managed Deployments", XLabel: "managed Deployments (N)", YLabel: "MB", YFromZero: true,
+			Series: []Series{fit, {Label: "RSS idle", X: xs, Y: rss, Color: Blue, Points: true}, {Label: "heap in use idle", X: xs, Y: heap, Color: Green, Points: true},
+				{Label: "live heap", X: xs, Y: live, Color: Purple, Points: true},
+				{Label: "RSS max rolling", X: xs, Y: rssRoll, Color: Orange, Points: true}},
+			Refs: []Ref{{Label: "TARGET 150 MB", Value: Targets.RSSMB, Color: Red}}}},
+		{"scale-cpu.png", Chart{Title: "canaryd CPU by managed Deployments", XLabel: "managed Deployments (N)", YLabel: "% of one core", YFromZero: true,
+			Series: []Series{{Label: "idle", X: xs, Y: cpuIdle, Color: Blue, Points: true}, {Label: "10% rolling", X: xs, Y: cpuRoll, Color: Orange, Points: true}},
+			Refs:   []Ref{{Label: "IDLE TARGET 2%", Value: Targets.IdleCPUPct, Color: Red}}}},
+		{"scale-lag.png", Chart{Title: "Step lag: weight written minus step due", XLabel: "managed Deployments (N)", YLabel: "seconds", YFromZero: true,
+			Series: []Series{{Label: "p50", X: xs, Y: lag50, Color: Blue, Points: true}, {Label: "p99", X: xs, Y: lag99, Color: Orange, Points: true}},
+			Refs:   []Ref{{Label: "P99 TARGET 1 S", Value: Targets.LagP99, Color: Red}}}},
+		{"scale-api.png", Chart{Title: "API requests per step", XLabel: "managed Deployments (N)", YLabel: "requests per weight change", YFromZero: true,
+			Series: []Series{{Label: "writes (no events)", X: xs, Y: wps, Color: Blue, Points: true}, {Label: "reads (get, list)", X: xs, Y: rps, Color: Green, Points: true}},
+			Refs:   []Ref{{Label: "WRITES TARGET 3", Value: Targets.WritesPerStep, Color: Red}}}},
+	}
+	for _, ch := range charts {
+		if err := ch.c.WritePNG(filepath.Join(dir, ch.file)); err != nil {
+			return err
+		}
+		p("![%s](%s)", ch.c.Title, ch.file)
+		p("")
+	}
+	r.writeLagCDF(b, dir)
+	r.writeBend(b)
+	return nil
+}
+
+// writeAPI breaks the API requests of one rollout down by verb and resource.
+func (r Report) writeAPI(b *strings.Builder) {
+	p := func(format string, args ...any) { fmt.Fprintf(b, format+"\n", args...) }
+	p("API requests per rollout (medians over waves; a rollout is 5 weight changes, checks and a promotion). \"Writes per step advance\" is counted on the objects: the status updates and the split update of each step 1 → 2 and 2 → 3.")
+	p("")
+	p("| N | get | list | create | update | patch | delete | watch (re)starts | writes by resource | canaryd_api_writes_total | 409 conflicts | status updates seen | writes per step advance | checks/rollout |")
+	p("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+	for _, s := range r.Scale {
+		per := func(f func(WaveResult) float64) string {
+			return f2(s.Median(func(w WaveResult) float64 {
+				if w.Rolling == 0 {
+					return 0
+				}
+				return f(w) / float64(w.Rolling)
+			}))
+		}
+		verb := func(v string) string { return per(func(w WaveResult) float64 { return w.Verbs[v] }) }
+		res := map[string]float64{}
+		for _, w := range s.Waves {
+			for k, v := range w.WritesByResource {
+				res[k] += v / float64(max(1, w.Rolling)) / float64(len(s.Waves))
+			}
+		}
+		var parts []string
+		for _, k := range sortedKeys(res) {
+			parts = append(parts, fmt.Sprintf("%s %.2f", k, res[k]))
+		}
+		p("| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |", s.N, verb("get"), verb("list"), verb("create"), verb("update"), verb("patch"), verb("delete"),
+			per(func(w WaveResult) float64 { return w.Watches }), strings.Join(parts, ", "), per(func(w WaveResult) float64 { return w.ControllerWrites }),
+			per(func(w WaveResult) float64 { return w.Conflicts }), per(func(w WaveResult) float64 { return float64(w.StatusUpdates) }),
+			f2(s.Median(func(w WaveResult) float64 { return Median(w.AdvanceWrites) })), per(func(w WaveResult) float64 { return w.Checks }))
+	}
+	p("")
+}
+
+// writeComponents shows where the machine's CPU went while rolling.
+func (r Report) writeComponents(b *strings.Builder) {
+	p := func(format string, args ...any) { fmt.Fprintf(b, format+"\n", args...) }
+	names := map[string]bool{}
+	for _, s := range r.Scale {
+		for _, w := range s.Waves {
+			for k := range w.Components {
+				names[k] = true
+			}
+		}
+	}
+	var cols []string
+	for k := range names {
+		cols = append(cols, k)
+	}
+	sort.Strings(cols)
+	p("CPU while rolling, by process, in %% of one core (medians over waves), and the machine's busy share of its %d cores:", cores())
+	p("")
+	p("| N | %s | machine busy %% | canaryd client rate-limit wait (mean s) | mean check s |", strings.Join(cols, " | "))
+	p("|---|%s---|---|---|", strings.Repeat("---|", len(cols)))
+	for _, s := range r.Scale {
+		var vals []string
+		for _, c := range cols {
+			vals = append(vals, f0(s.Median(func(w WaveResult) float64 { return w.Components[c] })))
+		}
+		p("| %d | %s | %s | %s | %s |", s.N, strings.Join(vals, " | "), f0(s.Median(func(w WaveResult) float64 { return w.MachineBusy })),
+			f2(s.Median(func(w WaveResult) float64 { return w.RateLimitWaitMean })), f2(s.Median(func(w WaveResult) float64 { return w.CheckMeanS })))
+	}
+	p("")
+}
+
+func (r Report) writeLagCDF(b *strings.Builder, dir string) {
+	var series []Series
+	palette := []Series{{Color: Blue}, {Color: Green}, {Color: Orange}, {Color: Red}, {Color: Purple}, {Color: Gray}}
+	for i, s := range r.Scale {
+		var lags []float64
+		for _, w := range s.Waves {
+			lags = append(lags, w.Lags...)
+		}
+		if len(lags) == 0 {
+			continue
+		}
+		series = append(series, ECDF(fmt.Sprintf("N = %d", s.N), lags, palette[i%len(palette)].Color))
+	}
+	if len(series) == 0 {
+		return
+	}
+	ch := Chart{Title: "Step lag distribution (all waves)", XLabel: "seconds after the step was due", YLabel: "% of steps", Series: series,
+		Refs: []Ref{{Label: "1 S", Value: 1, Vertical: true, Color: Red}}}
+	if err := ch.WritePNG(filepath.Join(dir, "scale-lag-cdf.png")); err == nil {
+		fmt.Fprintf(b, "![step lag distribution](scale-lag-cdf.png)\n\n")
+	}
+}
+
+// writeBend says where the targets first broke and what ran short.
+func (r Report) writeBend(b *strings.Builder) {
+	p := func(format string, args ...any) { fmt.Fprintf(b, format+"\n", args...) }
+	p("### Where it bends")
+	p("")
+	for _, s := range r.Scale {
+		if len(s.Broken) == 0 {
+			continue
+		}
+		top, topV := "", 0.0
+		for _, w := range s.Waves {
+			for k, v := range w.Components {
+				if v > topV {
+					top, topV = k, v
+				}
+			}
+		}
+		p("The first N with a broken target is **%d** (%s). While rolling the machine was %s %% busy (of %d cores); the busiest process was %s at %s %% of a core, canaryd used %s %%; canaryd's queue peaked at %s keys and its client waited %s s on average for its own QPS limit.",
+			s.N, strings.Join(s.Broken, ", "), f0(s.Median(func(w WaveResult) float64 { return w.MachineBusy })), cores(), top, f0(topV),
+			f0(s.Median(func(w WaveResult) float64 { return w.CPUPct })), f0(s.Median(func(w WaveResult) float64 { return w.QueueMax })),
+			f2(s.Median(func(w WaveResult) float64 { return w.RateLimitWaitMean })))
+		p("")
+		return
+	}
+	last := r.Scale[len(r.Scale)-1]
+	p("No target broke up to N = %d, the largest N this run reached.", last.N)
+	p("")
+}
+
+// writeAlt compares the second measurement of every N, with other settings.
+func (r Report) writeAlt(b *strings.Builder) {
+	alt := r.ScaleCfg.Alt
+	if alt == nil {
+		return
+	}
+	p := func(format string, args ...any) { fmt.Fprintf(b, format+"\n", args...) }
+	p("Every N measured again with canaryd restarted with **%s** (GOMAXPROCS=2 still; the table above uses canaryd's defaults):", alt)
+	p("")
+	p("| N | RSS idle MB | live heap MB | CPU idle %% | step lag p50 s | p99 s | queue max | CPU rolling %% | RSS rolling max MB | mean check s | mean write s | converged | targets broken |")
+	p("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+	for _, s := range r.Scale {
+		if len(s.AltWaves) == 0 {
+			continue
+		}
+		conv, roll := 0, 0
+		for _, w := range s.AltWaves {
+			conv, roll = conv+w.Converged, roll+w.Rolling
+		}
+		m := s.AltMedian
+		alt := ScaleResult{N: s.N, Idle: s.Alt, Waves: s.AltWaves}
+		brk := strings.Join(broken(alt), ", ")
+		if brk == "" {
+			brk = "none"
+		}
+		p("| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d/%d | %s |", s.N, f2(s.Alt.RSSMB), f2(s.Alt.HeapLiveMB), f2(s.Alt.CPUPct),
+			f2(m(func(w WaveResult) float64 { return w.LagP50 })), f2(m(func(w WaveResult) float64 { return w.LagP99 })),
+			f0(m(func(w WaveResult) float64 { return w.QueueMax })), f2(m(func(w WaveResult) float64 { return w.CPUPct })),
+			f2(m(func(w WaveResult) float64 { return w.RSSMaxMB })), f2(m(func(w WaveResult) float64 { return w.CheckMeanS })),
+			f2(m(func(w WaveResult) float64 { return w.WriteLatency })), conv, roll, brk)
+	}
+	p("")
+}
