@@ -84,7 +84,15 @@ func StartEnv(ctx context.Context, o EnvOptions) (*Env, error) {
 	simCtx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- e.Sim.Run(simCtx) }()
-	e.stopSim = func() { cancel(); <-done; logf.Close() }
+	e.stopSim = func() {
+		cancel()
+		// Run's error on the way out is the targets file's cleanup: the
+		// cluster stops next, so it is only worth a line in the log.
+		if err := <-done; err != nil {
+			fmt.Fprintln(logf, "meshsim stopped:", err)
+		}
+		_ = logf.Close()
+	}
 	select {
 	case <-e.Sim.Ready():
 		return e, nil
@@ -164,7 +172,7 @@ func (e *Env) startCanaryd(ctx context.Context, name string, env, args []string)
 	for {
 		select {
 		case <-d.exited:
-			return nil, fmt.Errorf("canaryd exited before it was ready (%v): %s", d.err, tail(d.Log, 5))
+			return nil, fmt.Errorf("canaryd exited before it was ready (%w): %s", d.err, tail(d.Log, 5))
 		case <-ctx.Done():
 			d.Stop()
 			return nil, ctx.Err()

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -258,17 +259,20 @@ func (r Report) writeDetect(b *strings.Builder, dir string) error {
 	return nil
 }
 
+// firstStep is the first of canaryd.io/steps as a share: "100m" or "10"
+// (percent) is 0.1; NaN when it does not parse.
 func firstStep(steps string) float64 {
 	s, _, _ := strings.Cut(steps, ",")
 	s = strings.TrimSpace(s)
+	scale := 100.0
 	if strings.HasSuffix(s, "m") {
-		var v float64
-		fmt.Sscanf(strings.TrimSuffix(s, "m"), "%f", &v)
-		return v / 1000
+		s, scale = strings.TrimSuffix(s, "m"), 1000
 	}
-	var v float64
-	fmt.Sscanf(s, "%f", &v)
-	return v / 100
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		return math.NaN()
+	}
+	return v / scale
 }
 
 // queryTime is one query's worth of time in the target: canaryd's mean

@@ -105,7 +105,7 @@ func RunScale(ctx context.Context, env *Env, cfg ScaleConfig) ([]ScaleResult, er
 		}
 		r, err := s.runN(ctx, n)
 		if err != nil {
-			return out, fmt.Errorf("N = %d: %w", n, err)
+			return out, fmt.Errorf("scaling to %d Deployments: %w", n, err)
 		}
 		out = append(out, r)
 		cfg.Logf("scale: N = %d done: RSS %.1f MB, idle CPU %.2f %%, lag p99 %.3f s, broken %v", n, r.Idle.RSSMB, r.Idle.CPUPct,
