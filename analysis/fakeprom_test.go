@@ -82,7 +82,7 @@ func (f *fakeProm) answer(q string) string {
 		return vectorJSON(f.p99Samples())
 	case strings.Contains(q, "response_latency_ms_bucket"):
 		return vectorJSON(f.bucketSamples())
-	case strings.Contains(q, "response_total") && strings.Contains(q, "[60s]"):
+	case strings.Contains(q, "response_total") && strings.Contains(q, "offset 60s"):
 		return vectorJSON(f.countSamples(f.window))
 	case strings.Contains(q, "response_total"):
 		return vectorJSON(f.countSamples(f.since))
