@@ -11,6 +11,7 @@ package kube
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -81,6 +82,7 @@ type Controller struct {
 	mu     sync.Mutex
 	probes map[string]time.Time  // last analysis per key: paces probes only
 	posted map[string]postedHook // last post-rollout notice per key
+	behind map[string]int        // behind-errors in a row per key
 
 	synced chan struct{}
 }
@@ -129,6 +131,7 @@ func New(cfg Config) (*Controller, error) {
 		sets:    map[string]*informerSet{},
 		probes:  map[string]time.Time{},
 		posted:  map[string]postedHook{},
+		behind:  map[string]int{},
 		synced:  make(chan struct{}),
 		metrics: newMetrics(),
 		hooks:   newHookCaller(cfg.HookTimeout),
@@ -211,16 +214,42 @@ func (c *Controller) next(ctx context.Context) bool {
 	start := time.Now()
 	requeue, err := c.sync(ctx, key)
 	c.metrics.observeSync(time.Since(start), err)
-	if err != nil {
+	var behind behindError
+	switch {
+	case errors.As(err, &behind):
+		n := c.noteBehind(key, true)
+		c.log.Debug("cache behind the API server; looking again", zap.String("deployment", key), zap.Int("inARow", n), zap.Error(err))
+		c.queue.AddRateLimited(key)
+		return true
+	case err != nil:
 		c.log.Warn("reconcile failed; retrying", zap.String("deployment", key), zap.Error(err))
 		c.queue.AddRateLimited(key)
 		return true
 	}
+	c.noteBehind(key, false)
 	c.queue.Forget(key)
 	if requeue > 0 {
 		c.queue.AddAfter(key, requeue)
 	}
 	return true
+}
+
+// noteBehind counts behind-errors in a row for key (reset on success).
+func (c *Controller) noteBehind(key string, behind bool) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !behind {
+		delete(c.behind, key)
+		return 0
+	}
+	c.behind[key]++
+	return c.behind[key]
+}
+
+func (c *Controller) behindStreak(key string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.behind[key]
 }
 
 func (c *Controller) enqueueFor(namespace, name string) {

@@ -17,6 +17,17 @@ import (
 	"github.com/canaryd/canaryd/rollout"
 )
 
+// behindError: the cache was behind the API server (a 409 on a write that
+// carried the cached resourceVersion, a create that met an existing object).
+// Nothing was overwritten; the key is looked at again with backoff.
+type behindError struct{ error }
+
+func (e behindError) Unwrap() error { return e.error }
+
+// liveReadAfter is how many behind-errors in a row make sync read foo from
+// the API server instead of the cache.
+const liveReadAfter = 3
+
 // conflictError marks a problem in the user's objects that retrying cannot
 // fix (a foreign object in canaryd's way, a selector a Service cannot
 // express). It is reported as a Warning event, not retried hot.
@@ -35,6 +46,12 @@ func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error
 	}
 	enabled := true
 	foo, err := s.deployments.Deployments(ns).Get(name)
+	if err == nil && c.behindStreak(key) >= liveReadAfter {
+		foo, err = c.cfg.Client.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
+		if err == nil && foo.Labels[rollout.LabelEnabled] != "true" {
+			err = apierrors.NewNotFound(appsv1.Resource("deployments"), name) // not opted in any more: offboard below
+		}
+	}
 	if apierrors.IsNotFound(err) {
 		// Not opted in (any more): look at the live object to offboard it.
 		foo, err = c.cfg.Client.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
@@ -88,8 +105,10 @@ func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error
 	case errors.Is(err, errStale), apierrors.IsConflict(err), apierrors.IsAlreadyExists(err):
 		// Our cache is behind the API server (often behind our own last
 		// write): nothing was overwritten; decide again from a fresher view.
-		c.log.Debug("cache behind the API server; looking again", zap.String("deployment", key), zap.Error(err))
-		return 100 * time.Millisecond, nil
+		// Retried with the rate limiter's backoff, and after a few in a row
+		// from a live read of foo: a cache that stays behind (a stalled
+		// watch) must not turn into a livelock of identical 409s.
+		return 0, behindError{err}
 	case errors.As(err, &conflict):
 		c.emit(foo, []rollout.Event{{Warning: true, Reason: "Blocked", Message: conflict.Error()}}, dec.Status)
 		return 30 * time.Second, nil
