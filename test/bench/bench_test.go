@@ -39,7 +39,8 @@ type plan struct {
 // CANARYD_BENCH_ONLY=detect|scale, CANARYD_BENCH_NS=500,2000 (no push
 // beyond), CANARYD_BENCH_WAVES=n, CANARYD_BENCH_TRIALS=n, and
 // CANARYD_BENCH_REPORT=dir for the report, CANARYD_BENCH_ALT=none to skip
-// the second measurement of every N with tuned settings.
+// the second measurement of every N with tuned settings. (And
+// CANARYD_BENCH_RERENDER=dir/results.json renders a run's report again.)
 func (p *plan) override() error {
 	if v := os.Getenv("CANARYD_BENCH_REPORT"); v != "" {
 		p.reportDir = v
@@ -104,6 +105,10 @@ func fullPlan() plan {
 // -bench-full or CANARYD_BENCH_FULL=1. The smoke asserts that every part ran
 // and that its numbers are sane, never how fast anything was.
 func TestBench(t *testing.T) {
+	if path := os.Getenv("CANARYD_BENCH_RERENDER"); path != "" {
+		rerender(t, path)
+		return
+	}
 	if _, err := cluster.FindBinaries(); err != nil {
 		if ci := os.Getenv("CI"); ci != "" && ci != "false" && ci != "0" {
 			t.Fatalf("CI is set and the control-plane binaries are missing: %v", err)
@@ -175,6 +180,24 @@ func TestBench(t *testing.T) {
 	}
 	checkReport(t, pl.reportDir)
 	logf("report written to %s", pl.reportDir)
+}
+
+// rerender writes a report again from a run's results.json (and the
+// current profiling.md), next to it: no cluster, for working on the report.
+func rerender(t *testing.T, path string) {
+	rep, err := LoadReport(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile("profiling.md"); err == nil {
+		rep.Notes = string(b)
+	}
+	dir := filepath.Dir(path)
+	if err := rep.Write(dir); err != nil {
+		t.Fatal(err)
+	}
+	checkReport(t, dir)
+	t.Logf("report rendered again in %s", dir)
 }
 
 func runDetection(t *testing.T, ctx context.Context, env *Env, pl plan, j Judge, logf func(string, ...any)) ([]DetectResult, float64) {
@@ -305,9 +328,11 @@ func checkScale(t *testing.T, rs []ScaleResult) []string {
 		if i := r.Idle; i.RSSMB <= 0 || i.HeapInUseMB <= 0 || i.HeapLiveMB <= 0 || i.HeapLiveMB > i.RSSMB {
 			t.Errorf("N = %d: memory not measured: %+v", r.N, i)
 		}
-		for i, w := range r.Waves {
+		all := append(append([]WaveResult(nil), r.Waves...), r.AltWaves...)
+		for i, w := range all {
 			if w.Converged != w.Rolling {
-				findings = append(findings, fmt.Sprintf("N = %d wave %d: %d of %d rollouts succeeded (%d failed) within %s", r.N, i+1, w.Converged, w.Rolling, w.Failed, w.Duration.Round(time.Second)))
+				findings = append(findings, fmt.Sprintf("N = %d wave %d: %d of %d rollouts succeeded (%d failed) within %s: %s", r.N, i+1, w.Converged, w.Rolling,
+					w.Failed, w.Duration.Round(time.Second), strings.Join(w.FailReasons, "; ")))
 			}
 			if len(w.OddSequences) > 0 {
 				findings = append(findings, fmt.Sprintf("N = %d wave %d: %d promoted rollouts did not write exactly 100m, 200m, 500m, 1000m, 0, e.g. %s",

@@ -44,7 +44,7 @@ type DetectConfig struct {
 	ApexRPS   float64 // the canary gets ApexRPS × first step
 	Steps     string  // canaryd.io/steps
 	Timeout   time.Duration
-	Logf      func(format string, args ...any)
+	Logf      func(format string, args ...any) `json:"-"`
 }
 
 // Trial is one rollout of one scenario.

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"encoding/json"
 	"fmt"
 	"image/color"
 	"math"
@@ -65,7 +66,28 @@ func (r Report) Write(dir string) error {
 		p("%s", strings.TrimSpace(r.Notes))
 		p("")
 	}
-	return os.WriteFile(filepath.Join(dir, "REPORT.md"), []byte(b.String()), 0o644)
+	p("The raw figures of this run are in [results.json](results.json).")
+	if err := os.WriteFile(filepath.Join(dir, "REPORT.md"), []byte(b.String()), 0o644); err != nil {
+		return fmt.Errorf("writing the report: %w", err)
+	}
+	raw, err := json.MarshalIndent(r, "", " ")
+	if err != nil {
+		return fmt.Errorf("encoding the results: %w", err)
+	}
+	return os.WriteFile(filepath.Join(dir, "results.json"), raw, 0o644)
+}
+
+// LoadReport reads the results.json a run wrote, to render its report again.
+func LoadReport(path string) (Report, error) {
+	var r Report
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return r, fmt.Errorf("reading results: %w", err)
+	}
+	if err := json.Unmarshal(b, &r); err != nil {
+		return r, fmt.Errorf("decoding %s: %w", path, err)
+	}
+	return r, nil
 }
 
 func machine() string {

@@ -33,7 +33,7 @@ type ScaleConfig struct {
 	// those knobs on the same cluster, in the same run.
 	Alt      *AltConfig
 	Deadline time.Time
-	Logf     func(format string, args ...any)
+	Logf     func(format string, args ...any) `json:"-"`
 }
 
 // Targets are issue 8's targets at N = 2,000.

@@ -16,6 +16,7 @@ import (
 // through its steps and promoted.
 type WaveResult struct {
 	Rolling, Converged, Failed int
+	FailReasons                []string      // why each failed rollout failed
 	Duration                   time.Duration // bump to the last one Succeeded
 	CPUPct, RSSMaxMB           float64       // canaryd, over the wave
 	Lags                       []float64     // seconds, one per timed step
@@ -145,6 +146,11 @@ func (s *scaleRun) wave(ctx context.Context, n, w int, keys []string) (WaveResul
 			wr.Converged++
 		case done(st):
 			wr.Failed++
+			why := st.Message
+			if st.LastCheck != nil {
+				why = st.LastCheck.Reason
+			}
+			wr.FailReasons = append(wr.FailReasons, k+": "+why)
 		}
 	}
 	// Let the last writes (canary scaled to 0, re-pause) land before the
