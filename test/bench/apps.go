@@ -36,8 +36,9 @@ type App struct {
 // Key is namespace/name, as canaryd's workqueue and the Recorder name it.
 func (a App) Key() string { return a.Namespace + "/" + a.Name }
 
-// Create makes the Deployment and its Service. An existing one is left alone
-// (a run resumed on a cluster that has it).
+// Create makes the apex Service and the Deployment. An existing one is left
+// alone (a run resumed on a cluster that has it), but an apex without its
+// traffic annotation gets it.
 func (a App) Create(ctx context.Context, c kubernetes.Interface) error {
 	labels := map[string]string{"app": a.Name}
 	ann := map[string]string{}
@@ -62,9 +63,9 @@ func (a App) Create(ctx context.Context, c kubernetes.Interface) error {
 			},
 		},
 	}
-	if _, err := c.AppsV1().Deployments(a.Namespace).Create(ctx, d, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("creating Deployment %s: %w", a.Key(), err)
-	}
+	// The Service goes first: canaryd creates a missing apex itself as soon
+	// as it adopts the Deployment, and then ours would exist already,
+	// without its traffic annotation.
 	svc := &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: a.Name, Namespace: a.Namespace},
 		Spec:       corev1.ServiceSpec{Selector: labels, Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromString("http")}}},
@@ -72,8 +73,17 @@ func (a App) Create(ctx context.Context, c kubernetes.Interface) error {
 	if a.RPS > 0 {
 		svc.Annotations = map[string]string{"meshsim/rps": fmt.Sprint(a.RPS)}
 	}
-	if _, err := c.CoreV1().Services(a.Namespace).Create(ctx, svc, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+	_, err := c.CoreV1().Services(a.Namespace).Create(ctx, svc, metav1.CreateOptions{})
+	switch {
+	case apierrors.IsAlreadyExists(err) && a.RPS > 0:
+		if err := a.SetRPS(ctx, c, a.RPS); err != nil {
+			return err
+		}
+	case err != nil && !apierrors.IsAlreadyExists(err):
 		return fmt.Errorf("creating Service %s: %w", a.Key(), err)
+	}
+	if _, err := c.AppsV1().Deployments(a.Namespace).Create(ctx, d, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("creating Deployment %s: %w", a.Key(), err)
 	}
 	return nil
 }
