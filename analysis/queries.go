@@ -54,14 +54,6 @@ func (b queryBuilder) selector(deployment string) string {
 	return sel
 }
 
-// both applies fn (rate or increase) over rng to metric for canary and
-// stable, joined with `or`: one query returns both, told apart by the
-// `deployment` label, without a regular expression to escape.
-func (b queryBuilder) both(fn, metric, rng string) string {
-	return fmt.Sprintf("%s(%s{%s}[%s]) or %s(%s{%s}[%s])",
-		fn, metric, b.selector(b.canary), rng, fn, metric, b.selector(b.stable), rng)
-}
-
 // growth is how much a counter grew over rng, counted exactly rather than
 // extrapolated: per series, its value now minus its value rng ago, and the
 // whole value of a series born since (a new pod's counters start at 0).

@@ -75,7 +75,10 @@ func TestTheWriteFenceRefusesWritesOnceTheLeaseLapsed(t *testing.T) {
 	rt := f.wrap(next)
 	do := func(method string) error {
 		req, _ := http.NewRequest(method, "https://127.0.0.1:6443/apis/apps/v1/namespaces/shop/deployments/foo", nil)
-		_, err := rt.RoundTrip(req)
+		resp, err := rt.RoundTrip(req)
+		if resp != nil {
+			resp.Body.Close()
+		}
 		return err
 	}
 	if err := do(http.MethodPatch); err != nil {

@@ -104,7 +104,7 @@ func (a *app) waitPhase(p rollout.Phase, timeout time.Duration) rollout.Status {
 	waitFor(a.t, "phase "+string(p), timeout, func() (bool, error) {
 		var err error
 		st, err = a.status()
-		return err == nil && st.Phase == p, fmt.Errorf("phase %q: %s (%v)", st.Phase, st.Message, err)
+		return err == nil && st.Phase == p, fmt.Errorf("phase %q: %s (%w)", st.Phase, st.Message, err)
 	})
 	return st
 }

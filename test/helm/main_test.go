@@ -87,7 +87,7 @@ func theCluster(t *testing.T) *cluster.Cluster {
 		}
 		files, err := filepath.Glob(filepath.Join(shared, "crds", "*.yaml"))
 		if err != nil || len(files) == 0 {
-			env.err = fmt.Errorf("no CRDs in %s/crds: %v", shared, err)
+			env.err = fmt.Errorf("no CRDs in %s/crds: %w", shared, err)
 			return
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)

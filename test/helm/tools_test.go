@@ -152,7 +152,7 @@ func monitoringCRDs(t *testing.T) []string {
 		}
 		var mod struct{ Dir, Error string }
 		if err := json.Unmarshal(out, &mod); err != nil || mod.Dir == "" {
-			return "", fmt.Errorf("go mod download: %v %s", err, mod.Error)
+			return "", fmt.Errorf("go mod download: %w %s", err, mod.Error)
 		}
 		return filepath.Join(mod.Dir, "example", "prometheus-operator-crd"), nil
 	})
