@@ -41,8 +41,7 @@ type Config struct {
 	// Period is the sampling period (default 100ms).
 	Period time.Duration
 	// Lag is how much shorter than Interval a step may look in the split
-	// (default 1s; see NewRules): the status rule is exact, the split rule
-	// catches a step taken without waiting.
+	// (default 100ms; see NewRules).
 	Lag time.Duration
 }
 
@@ -74,7 +73,7 @@ func Start(ctx context.Context, cfg Config) (*Auditor, error) {
 		cfg.Period = 100 * time.Millisecond
 	}
 	if cfg.Lag <= 0 {
-		cfg.Lag = time.Second
+		cfg.Lag = 100 * time.Millisecond
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	a := &Auditor{cfg: cfg, rules: NewRules(cfg.App+"-canary", 1000, cfg.Interval, cfg.Lag), cancel: cancel, done: make(chan struct{})}

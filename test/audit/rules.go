@@ -76,11 +76,10 @@ const maxViolations = 200
 // weights sum to total (milli: 1000) and whose steps last at least interval.
 //
 // lag is how much shorter than the interval a step may look in the split.
-// canaryd starts a step's clock when it decides the step and writes that
-// intent to status before it writes the split, so a split write slowed by a
-// conflict or a slow API server shortens the step as traffic sees it by that
-// delay. The status rule checks the decision times exactly; the split rule,
-// with lag, catches a step taken without waiting.
+// canaryd starts a step's clock when it first sees the step's weight in
+// place (after the split write), so as traffic sees it a step lasts at least
+// the interval and lag only absorbs timer granularity. The status rule
+// checks canaryd's own step times exactly.
 func NewRules(canary string, total int64, interval, lag time.Duration) *Rules {
 	return &Rules{canary: canary, total: total, interval: interval, lag: lag,
 		failed: map[string]bool{}, accused: map[string]bool{}}

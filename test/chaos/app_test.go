@@ -68,7 +68,7 @@ func (w *world) app(name string, replicas int32, annotations, behaviour map[stri
 	}
 	a := &app{w: w, name: name}
 	if !w.unaudited {
-		aud, err := audit.Start(w.ctx, audit.Config{Client: env.client, Dynamic: env.dyn, Namespace: w.ns, App: name, Interval: interval, Lag: w.lag})
+		aud, err := audit.Start(w.ctx, audit.Config{Client: env.client, Dynamic: env.dyn, Namespace: w.ns, App: name, Interval: interval})
 		if err != nil {
 			w.t.Fatal(err)
 		}
@@ -252,6 +252,17 @@ func (a *app) endedRolledBack() string {
 		return fmt.Sprintf("canary weights %v, want -1, 0, a prefix of %v, 0", w, stepsMilli)
 	}
 	return ""
+}
+
+// waitSplitAtStatus waits until the auditor has seen the split carry the
+// weight the status says: canaryd writes status first, the split after.
+func (a *app) waitSplitAtStatus() {
+	a.w.t.Helper()
+	a.w.waitFor(a.name+": the split at the status's weight", 30*time.Second, func() (bool, error) {
+		st, err := a.status()
+		ws := a.auditor.Weights()
+		return err == nil && len(ws) > 0 && ws[len(ws)-1] == st.Weight, err
+	})
 }
 
 // settledWeights waits a moment for the auditor to see the last change.

@@ -8,13 +8,18 @@
 // Scenarios, each a test:
 //
 //   - canaryd SIGKILLed at random moments of good and bad rollouts and
-//     restarted (TestKill…);
-//   - Prometheus stopped mid-rollout (TestPrometheusOutage…);
+//     restarted (TestKilling…);
+//   - Prometheus stopped mid-rollout, then kube-apiserver and etcd
+//     restarted (TestOutages…);
 //   - API server writes failed, answers lost and requests delayed by
 //     test/faultproxy (TestAPIServerFaults…);
-//   - kube-apiserver and etcd restarted mid-rollout (TestAPIServerRestart…);
-//   - a person editing the Deployment mid-rollout (TestUserEdits…);
-//   - hostile annotation values (TestHostileAnnotations…).
+//   - two replicas with leader election, the leader killed or partitioned
+//     from the API server (TestLeader…);
+//   - a person editing the Deployment mid-rollout (TestEdit…);
+//   - hostile annotation values (TestHostile…).
+//
+// TestTheAuditorCatchesPlantedViolations proves the auditor reports what it
+// must on the real API server, so that its zeros mean something.
 //
 // `go test ./test/chaos` is the short run CI makes (a few trials each, a
 // 20 s Prometheus outage); `go test ./test/chaos -args -full` (make chaos)

@@ -128,11 +128,7 @@ func TestHostileAnnotationValuesWarnAndRouteNothing(t *testing.T) {
 	live.adopted()
 	live.deploy("example.com/live:2.0", healthy)
 	live.waitStatus("step 1", 2*time.Minute, func(s rollout.Status) bool { return s.Phase == rollout.PhaseProgressing && s.Step == 1 })
-	// Status is written before the split: wait for the split to show step 1.
-	w.waitFor("the split at 100m", 10*time.Second, func() (bool, error) {
-		ws := live.auditor.Weights()
-		return ws[len(ws)-1] == 100, nil
-	})
+	live.waitSplitAtStatus()
 	before := len(live.auditor.Changes())
 	edited := time.Now()
 	live.annotate(rollout.KeySteps, "100m,５００m")

@@ -27,6 +27,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
 )
@@ -72,6 +73,8 @@ type Proxy struct {
 	pending map[string]time.Time // write target → first unanswered fault since its last success
 	conns   map[net.Conn]bool    // open client connections, to cut on a partition
 	healed  chan struct{}        // nil unless partitioned; closed when the partition heals
+	hold    string               // writes whose path contains this wait holdFor first ("": none)
+	holdFor time.Duration
 }
 
 var allowedCodes = map[int]bool{409: true, 429: true, 500: true, 503: true, 504: true}
@@ -233,6 +236,26 @@ func (p *Proxy) SetPartitioned(on bool) {
 	}
 }
 
+// SetHold makes every write whose URL path contains pathPart wait d before
+// it is forwarded (pathPart "" stops holding): one kind of write made slow
+// on purpose, e.g. "/trafficsplits/" to delay only a controller's routing.
+func (p *Proxy) SetHold(pathPart string, d time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.hold, p.holdFor = pathPart, d
+}
+
+// holdFor returns how long a write to path must wait before it is forwarded.
+func (p *Proxy) heldFor(path string) time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.hold == "" || !strings.Contains(path, p.hold) {
+		return 0
+	}
+	p.stats.Held++
+	return p.holdFor
+}
+
 func (p *Proxy) track(c net.Conn, state http.ConnState) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -283,6 +306,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.fault(target, pl)
 		writeStatus(w, r, pl.code)
 		return
+	}
+	if write {
+		pl.delay += p.heldFor(r.URL.Path)
 	}
 	if pl.delay > 0 {
 		select {

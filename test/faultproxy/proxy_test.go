@@ -295,3 +295,28 @@ func TestAPartitionCutsWatchesAndHoldsRequestsUntilItHeals(t *testing.T) {
 		t.Errorf("after healing: %s, %d writes upstream", resp2.Status, u.count())
 	}
 }
+
+func TestHeldWritesWaitAndOthersDoNot(t *testing.T) {
+	u := newUpstream(t)
+	p := newProxy(t, u, Config{})
+	p.SetHold("/trafficsplits/", time.Second)
+	timed := func(path string) time.Duration {
+		start := time.Now()
+		req, _ := http.NewRequest(http.MethodPut, p.URL()+path, strings.NewReader("{}"))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return time.Since(start)
+	}
+	if d := timed("/apis/split.smi-spec.io/v1alpha1/namespaces/ns/trafficsplits/web"); d < time.Second {
+		t.Errorf("a held write went through after %s", d)
+	}
+	if d := timed("/apis/apps/v1/namespaces/ns/deployments/web"); d >= time.Second {
+		t.Errorf("a write that is not held waited %s", d)
+	}
+	if s := p.Stats(); s.Held != 1 || u.count() != 2 {
+		t.Errorf("stats %v, %d writes upstream", s, u.count())
+	}
+}

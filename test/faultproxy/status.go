@@ -24,8 +24,10 @@ type Stats struct {
 	// UpstreamErrors are requests the API server itself could not be
 	// reached for (502 to the client): not injected.
 	UpstreamErrors int
-	// Partitioned are requests refused by a partition (SetPartitioned).
+	// Partitioned are requests refused by a partition (SetPartitioned);
+	// Held are writes made to wait by SetHold.
 	Partitioned int
+	Held        int
 	// LastWrite is when a write last went through to the API server and
 	// was answered (zero if none did); LastWriteAttempt is when a client
 	// last sent one, whatever became of it (partitioned, failed, forwarded).
