@@ -128,13 +128,19 @@ func TestWindowOpen(t *testing.T) {
 }
 
 func FuzzParseSpec(f *testing.F) {
-	for _, s := range []string{"100m,200m", "10,20,50", "1m", "0 9 * * 1-5 8h", "CRON_TZ=UTC @daily 1h", "", "∞", "1e309"} {
+	for _, s := range []string{"100m,200m", "10,20,50", "1m", "0 9 * * 1-5 8h", "CRON_TZ=UTC @daily 1h", "", "∞", "1e309",
+		"header:x-canary=always", "cookie:user=beta", "path:/v2", "https://gate.example/pre", "3"} {
 		f.Add(s)
 	}
-	keys := []string{KeySteps, KeyInterval, KeyMaxFailures, KeyMinSuccessRate, KeyMaxLatencyP99, KeyWindow, KeyAnalysis, KeyService}
+	keys := []string{KeySteps, KeyInterval, KeyMaxFailures, KeyMinSuccessRate, KeyMaxLatencyP99, KeyWindow, KeyAnalysis, KeyService,
+		KeyMatch, KeyIterations, KeyOutsideWindow, KeyPreRollout, KeyConfirmPromotion, KeyPostRollout, KeyRouter, KeyMinRequests}
 	f.Fuzz(func(t *testing.T, v string) {
 		for _, k := range keys {
-			s, err := ParseSpec(map[string]string{k: v}, DefaultSpec())
+			ann := map[string]string{k: v}
+			if k == KeyMatch || k == KeyIterations {
+				ann[KeyRouter] = RouterHTTPRoute
+			}
+			s, err := ParseSpec(ann, DefaultSpec())
 			if err != nil {
 				var fe *FieldError
 				if !errors.As(err, &fe) || !strings.Contains(err.Error(), k) {
@@ -143,6 +149,12 @@ func FuzzParseSpec(f *testing.F) {
 				continue
 			}
 			for i, w := range s.Steps {
+				if s.Match != nil { // A/B: N iterations at the notional weight
+					if w != ABWeight {
+						t.Fatalf("%s=%q: A/B step %d", k, v, w)
+					}
+					continue
+				}
 				if w <= 0 || w > 1000 || (i > 0 && w <= s.Steps[i-1]) {
 					t.Fatalf("%s=%q accepted bad steps %v", k, v, s.Steps)
 				}
