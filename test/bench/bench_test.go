@@ -39,15 +39,33 @@ type plan struct {
 // CANARYD_BENCH_ONLY=detect|scale, CANARYD_BENCH_NS=500,2000 (no push
 // beyond), CANARYD_BENCH_WAVES=n, CANARYD_BENCH_TRIALS=n, and
 // CANARYD_BENCH_REPORT=dir for the report, CANARYD_BENCH_ALT=none to skip
-// the second measurement of every N with tuned settings. (And
+// the second measurement of every N with tuned settings, or e.g.
+// CANARYD_BENCH_ALT=workers=16,GOMEMLIMIT=100MiB to choose them. (And
 // CANARYD_BENCH_RERENDER=dir/results.json renders a run's report again.)
 func (p *plan) override() error {
 	if v := os.Getenv("CANARYD_BENCH_REPORT"); v != "" {
 		p.reportDir = v
 		p.scale.ProfileDir = filepath.Join(v, "profiles")
 	}
-	if os.Getenv("CANARYD_BENCH_ALT") == "none" {
+	if v := os.Getenv("CANARYD_BENCH_ALT"); v == "none" {
 		p.scale.Alt = nil
+	} else if v != "" {
+		alt := &AltConfig{}
+		for _, f := range strings.Split(v, ",") {
+			k, val, ok := strings.Cut(strings.TrimSpace(f), "=")
+			n, err := strconv.Atoi(val)
+			switch {
+			case !ok:
+				return fmt.Errorf("CANARYD_BENCH_ALT=%q: %q is not key=value; want e.g. workers=16,GOMEMLIMIT=100MiB or none", v, f)
+			case k == "workers" && (err != nil || n < 1):
+				return fmt.Errorf("CANARYD_BENCH_ALT=%q: workers=%q: want a whole number of at least 1", v, val)
+			case k == "workers":
+				alt.Workers = n
+			default:
+				alt.Env = append(alt.Env, k+"="+val)
+			}
+		}
+		p.scale.Alt = alt
 	}
 	p.only = os.Getenv("CANARYD_BENCH_ONLY")
 	if p.only != "" && p.only != "detect" && p.only != "scale" {
@@ -163,10 +181,7 @@ func TestBench(t *testing.T) {
 	}
 	for _, s := range rep.Scale {
 		for _, p := range s.Profiles {
-			if !strings.Contains(p, "cpu-") {
-				continue
-			}
-			if _, err := pprofTop(env.Canaryd, p); err != nil {
+			if _, err := pprofTop(p); err != nil {
 				t.Errorf("profile: %v", err)
 			}
 		}

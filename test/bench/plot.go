@@ -81,7 +81,8 @@ func (c Chart) Draw() *image.RGBA {
 	left := 20 + 8*advance
 	top := 20 + 2*lineH
 	right := chartW - 30
-	bottom := chartH - 20 - 2*lineH - lineH*((len(c.Series)+2)/3)
+	cols := c.legendColumns(chartW - 30 - left)
+	bottom := chartH - 20 - 2*lineH - lineH*((len(c.Series)+cols-1)/cols)
 	px := func(x float64) int { return left + int(math.Round((x-xmin)/(xmax-xmin)*float64(right-left))) }
 	py := func(y float64) int { return bottom - int(math.Round((y-ymin)/(ymax-ymin)*float64(bottom-top))) }
 
@@ -132,11 +133,11 @@ func (c Chart) Draw() *image.RGBA {
 			}
 		}
 	}
-	// Legend, three entries a row, under the x label.
+	// Legend under the x label, as many entries a row as fit.
 	ly := bottom + 8 + 2*lineH
 	for i, s := range c.Series {
-		x := left + (i%3)*((right-left)/3)
-		y := ly + (i/3)*lineH
+		x := left + (i%cols)*((right-left)/cols)
+		y := ly + (i/cols)*lineH
 		for dy := 2; dy < 12; dy++ {
 			for dx := 0; dx < 16; dx++ {
 				img.Set(x+dx, y+dy, s.Color)
@@ -145,6 +146,16 @@ func (c Chart) Draw() *image.RGBA {
 		drawText(img, x+22, y, s.Label, black)
 	}
 	return img
+}
+
+// legendColumns is how many legend entries fit side by side in width (at
+// most three): a swatch, a gap and the longest label each.
+func (c Chart) legendColumns(width int) int {
+	longest := 0
+	for _, s := range c.Series {
+		longest = max(longest, textWidth(s.Label))
+	}
+	return max(1, min(3, width/(longest+22+advance)))
 }
 
 func (c Chart) bounds() (xmin, xmax, ymin, ymax float64) {

@@ -208,8 +208,8 @@ func (r Report) writeDetect(b *strings.Builder, dir string) error {
 	p("")
 	p("| scenario | trials | rolled back | promoted | timed out | detection median | p90 | canary requests median | p90 | judge requests median | Wald ESN | target (2×ESN + scrape + query) |")
 	p("|---|---|---|---|---|---|---|---|---|---|---|---|")
-	var charts []Series
-	var reqCharts []Series
+	var charts, reqCharts []Series
+	var timeRefs, reqRefs []Ref
 	for i, d := range r.Detect {
 		f := figures(d)
 		row := fmt.Sprintf("| %s | %d | %d | %d | %d |", d.Scenario.Name, len(d.Trials), f.rollbacks, f.promotions, f.timeouts)
@@ -221,6 +221,8 @@ func (r Report) writeDetect(b *strings.Builder, dir string) error {
 			c := []color.RGBA{Red, Purple, Orange}[i%3]
 			charts = append(charts, ECDF(d.Scenario.Name, f.detect, c))
 			reqCharts = append(reqCharts, ECDF(d.Scenario.Name, f.canaryReq, c))
+			timeRefs = append(timeRefs, Ref{Label: "TARGET", Value: target, Vertical: true, Color: c})
+			reqRefs = append(reqRefs, Ref{Label: "ESN", Value: e.ESN, Vertical: true, Color: c})
 		} else {
 			row += " – | – | – | – | – | – | – |"
 		}
@@ -239,14 +241,13 @@ func (r Report) writeDetect(b *strings.Builder, dir string) error {
 	p("- One check costs %.3f s on average (canaryd_check_duration_seconds during the detection runs); one scrape interval is %s.", r.queryTime(), r.Scrape)
 	p("")
 	if len(charts) > 0 {
-		ch := Chart{Title: "Time from the canary's first request to weight 0", XLabel: "seconds", YLabel: "% of trials", Series: charts}
-		e, _ := r.esnFor(r.Detect[0], canaryRPS, stableRPS)
-		ch.Refs = []Ref{{Label: "TARGET", Value: 2*e.ESN/canaryRPS + r.Scrape.Seconds() + r.queryTime(), Vertical: true, Color: Gray}}
+		ch := Chart{Title: "Time from the canary's first request to weight 0", XLabel: "seconds (dashed: each scenario's target)", YLabel: "% of trials",
+			Series: charts, Refs: timeRefs}
 		if err := ch.WritePNG(filepath.Join(dir, "detect-time.png")); err != nil {
 			return err
 		}
-		rc := Chart{Title: "Canary requests before weight 0", XLabel: "requests", YLabel: "% of trials", Series: reqCharts,
-			Refs: []Ref{{Label: "WALD ESN", Value: e.ESN, Vertical: true, Color: Gray}}}
+		rc := Chart{Title: "Canary requests before weight 0", XLabel: "requests (dashed: Wald's expected sample number)", YLabel: "% of trials",
+			Series: reqCharts, Refs: reqRefs}
 		if err := rc.WritePNG(filepath.Join(dir, "detect-requests.png")); err != nil {
 			return err
 		}

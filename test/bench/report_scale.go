@@ -20,31 +20,31 @@ func (r Report) writeScale(b *strings.Builder, dir string) error {
 	p("Only the rolling ones are meshed and take traffic (%.0f requests/s each, so the canary's window holds ≥ 5 requests, canaryd's `--default-min-requests 5`); the others never take a request, so simulating their proxies would only load Prometheus.", c.RPS)
 	p("canaryd is restarted after each N is adopted, so idle memory is that of a process managing N, not the history of growing to N. Idle CPU is measured over %s with no scrape in between; each N runs %d waves.", c.IdleWindow, c.Waves)
 	p("Step lag: for every step due by the clock (steps 2 and 3 and the promotion's shift), the TrafficSplit watch event with the new weight minus (`stepStartedAt` + interval) from the status annotation. It includes the due check's Prometheus queries.")
-	p("API requests come from canaryd's client-go metrics (`canaryd_api_request_duration_seconds` by verb and resource); \"writes per step\" excludes Events and divides by the weight changes written (5 per rollout: 100m, 200m, 500m, 1000m, 0).")
+	p("\"Writes per step advance\" (the target's measure) counts, on the objects, the status updates and the split update of each plain step (1 → 2, 2 → 3). \"Writes per weight change\" divides every write of the wave (canaryd's client-go metrics, `canaryd_api_request_duration_seconds` by verb and resource, Events left out) by the weight changes written (5 per rollout: 100m, 200m, 500m, 1000m, 0): it also counts the canary's creation and scaling and the promotion's stages.")
 	p("")
-	p("| N | rolling | adopted in | RSS idle MB | heap in use idle MB | live heap MB | RSS rolling max MB | CPU idle %% | CPU rolling %% | step lag p50 s | p99 s | held steps | writes/step | writes per step advance | reads/step | queries/check | queue max | mean write s | converged | machine busy %% | targets broken |")
+	p("| N | rolling | adopted in | RSS idle MB | heap in use idle MB | live heap MB | RSS rolling max MB | CPU idle %% | CPU rolling %% | step lag p50 s | p99 s | held steps | writes per step advance | writes per weight change (whole rollout) | reads per weight change | queries/check | queue max | mean write s | converged | machine busy %% | targets broken |")
 	p("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-	var xs, rss, heap, live, rssRoll, cpuIdle, cpuRoll, lag50, lag99, wps, rps []float64
+	var xs, rss, heap, live, rssRoll, cpuIdle, cpuRoll, lag50, lag99, wps, adv, rps []float64
 	for _, s := range r.Scale {
 		m := s.Median
 		conv, roll, held := 0, 0, 0
 		for _, w := range s.Waves {
 			conv, roll, held = conv+w.Converged, roll+w.Rolling, held+w.Held
 		}
-		broken := strings.Join(s.Broken, ", ")
-		if broken == "" {
-			broken = "none"
+		brk := strings.Join(broken(s), ", ")
+		if brk == "" {
+			brk = "none"
 		}
 		i := s.Idle
 		p("| %d | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d | %s | %s | %s | %s | %s | %s | %d/%d | %s | %s |", s.N, s.Rolling, s.Adopt.Round(1e9),
 			f2(i.RSSMB), f2(i.HeapInUseMB), f2(i.HeapLiveMB), f2(m(func(w WaveResult) float64 { return w.RSSMaxMB })), f2(i.CPUPct),
 			f2(m(func(w WaveResult) float64 { return w.CPUPct })),
 			f2(m(func(w WaveResult) float64 { return w.LagP50 })), f2(m(func(w WaveResult) float64 { return w.LagP99 })), held,
-			f2(m(func(w WaveResult) float64 { return w.WritesPerStep })), f2(m(func(w WaveResult) float64 { return Median(w.AdvanceWrites) })),
+			f2(m(func(w WaveResult) float64 { return Median(w.AdvanceWrites) })), f2(m(func(w WaveResult) float64 { return w.WritesPerStep })),
 			f2(m(func(w WaveResult) float64 { return w.ReadsPerStep })),
 			f2(m(func(w WaveResult) float64 { return w.QueriesPerCheck })), f0(m(func(w WaveResult) float64 { return w.QueueMax })),
 			f2(m(func(w WaveResult) float64 { return w.WriteLatency })), conv, roll,
-			f0(m(func(w WaveResult) float64 { return w.MachineBusy })), broken)
+			f0(m(func(w WaveResult) float64 { return w.MachineBusy })), brk)
 		xs = append(xs, float64(s.N))
 		rss, heap, live, cpuIdle = append(rss, i.RSSMB), append(heap, i.HeapInUseMB), append(live, i.HeapLiveMB), append(cpuIdle, i.CPUPct)
 		rssRoll = append(rssRoll, m(func(w WaveResult) float64 { return w.RSSMaxMB }))
@@ -52,6 +52,7 @@ func (r Report) writeScale(b *strings.Builder, dir string) error {
 		lag50 = append(lag50, m(func(w WaveResult) float64 { return w.LagP50 }))
 		lag99 = append(lag99, m(func(w WaveResult) float64 { return w.LagP99 }))
 		wps = append(wps, m(func(w WaveResult) float64 { return w.WritesPerStep }))
+		adv = append(adv, m(func(w WaveResult) float64 { return Median(w.AdvanceWrites) }))
 		rps = append(rps, m(func(w WaveResult) float64 { return w.ReadsPerStep }))
 	}
 	p("")
@@ -95,9 +96,10 @@ func (r Report) writeScale(b *strings.Builder, dir string) error {
 		{"scale-lag.png", Chart{Title: "Step lag: weight written minus step due", XLabel: "managed Deployments (N)", YLabel: "seconds", YFromZero: true,
 			Series: []Series{{Label: "p50", X: xs, Y: lag50, Color: Blue, Points: true}, {Label: "p99", X: xs, Y: lag99, Color: Orange, Points: true}},
 			Refs:   []Ref{{Label: "P99 TARGET 1 S", Value: Targets.LagP99, Color: Red}}}},
-		{"scale-api.png", Chart{Title: "API requests per step", XLabel: "managed Deployments (N)", YLabel: "requests per weight change", YFromZero: true,
-			Series: []Series{{Label: "writes (no events)", X: xs, Y: wps, Color: Blue, Points: true}, {Label: "reads (get, list)", X: xs, Y: rps, Color: Green, Points: true}},
-			Refs:   []Ref{{Label: "WRITES TARGET 3", Value: Targets.WritesPerStep, Color: Red}}}},
+		{"scale-api.png", Chart{Title: "API requests per step", XLabel: "managed Deployments (N)", YLabel: "requests", YFromZero: true,
+			Series: []Series{{Label: "writes per step advance", X: xs, Y: adv, Color: Orange, Points: true},
+				{Label: "writes per weight change", X: xs, Y: wps, Color: Blue, Points: true}, {Label: "reads per weight change", X: xs, Y: rps, Color: Green, Points: true}},
+			Refs: []Ref{{Label: "WRITES TARGET 3", Value: Targets.WritesPerStep, Color: Red}}}},
 	}
 	for _, ch := range charts {
 		if err := ch.c.WritePNG(filepath.Join(dir, ch.file)); err != nil {
@@ -164,14 +166,17 @@ func (r Report) writeComponents(b *strings.Builder) {
 	sort.Strings(cols)
 	p("CPU while rolling, by process, in %% of one core (medians over waves), and the machine's busy share of its %d cores:", cores())
 	p("")
-	p("| N | %s | machine busy %% | canaryd client rate-limit wait (mean s) | mean check s |", strings.Join(cols, " | "))
-	p("|---|%s---|---|---|", strings.Repeat("---|", len(cols)))
+	p("\"others\" is what the rest of the machine used meanwhile (other engineers' test clusters share it): the machine's busy time minus every process listed.")
+	p("")
+	p("| N | %s | others | machine busy %% | canaryd client rate-limit wait (mean s) | mean check s |", strings.Join(cols, " | "))
+	p("|---|%s---|---|---|---|", strings.Repeat("---|", len(cols)))
 	for _, s := range r.Scale {
 		var vals []string
 		for _, c := range cols {
 			vals = append(vals, f0(s.Median(func(w WaveResult) float64 { return w.Components[c] })))
 		}
-		p("| %d | %s | %s | %s | %s |", s.N, strings.Join(vals, " | "), f0(s.Median(func(w WaveResult) float64 { return w.MachineBusy })),
+		others := s.Median(othersCPU)
+		p("| %d | %s | %s | %s | %s | %s |", s.N, strings.Join(vals, " | "), f0(others), f0(s.Median(func(w WaveResult) float64 { return w.MachineBusy })),
 			f2(s.Median(func(w WaveResult) float64 { return w.RateLimitWaitMean })), f2(s.Median(func(w WaveResult) float64 { return w.CheckMeanS })))
 	}
 	p("")
@@ -200,33 +205,103 @@ func (r Report) writeLagCDF(b *strings.Builder, dir string) {
 	}
 }
 
-// writeBend says where the targets first broke and what ran short.
+// writeBend says where each target first broke and what ran short there.
 func (r Report) writeBend(b *strings.Builder) {
 	p := func(format string, args ...any) { fmt.Fprintf(b, format+"\n", args...) }
 	p("### Where it bends")
 	p("")
-	for _, s := range r.Scale {
-		if len(s.Broken) == 0 {
-			continue
-		}
-		top, topV := "", 0.0
-		for _, w := range s.Waves {
-			for k, v := range w.Components {
-				if v > topV {
-					top, topV = k, v
+	first := func(results []ScaleResult) map[string]int {
+		out := map[string]int{}
+		for _, s := range results {
+			for _, t := range broken(s) {
+				if _, seen := out[t]; !seen {
+					out[t] = s.N
 				}
 			}
 		}
-		p("The first N with a broken target is **%d** (%s). While rolling the machine was %s %% busy (of %d cores); the busiest process was %s at %s %% of a core, canaryd used %s %%; canaryd's queue peaked at %s keys and its client waited %s s on average for its own QPS limit.",
-			s.N, strings.Join(s.Broken, ", "), f0(s.Median(func(w WaveResult) float64 { return w.MachineBusy })), cores(), top, f0(topV),
-			f0(s.Median(func(w WaveResult) float64 { return w.CPUPct })), f0(s.Median(func(w WaveResult) float64 { return w.QueueMax })),
-			f2(s.Median(func(w WaveResult) float64 { return w.RateLimitWaitMean })))
+		return out
+	}
+	var alts []ScaleResult
+	for _, s := range r.Scale {
+		if len(s.AltWaves) > 0 {
+			alts = append(alts, ScaleResult{N: s.N, Idle: s.Alt, Waves: s.AltWaves})
+		}
+	}
+	def, alt := first(r.Scale), first(alts)
+	last := r.Scale[len(r.Scale)-1].N
+	p("| target | first N broken, defaults | first N broken, %s |", altName(r.ScaleCfg.Alt))
+	p("|---|---|---|")
+	for _, t := range []string{"RSS", "idle CPU", "step lag p99", "writes per step", "convergence"} {
+		p("| %s | %s | %s |", t, firstN(def, t, last), firstN(alt, t, lastN(alts)))
+	}
+	p("")
+	n, ok := def["step lag p99"]
+	if !ok {
+		p("The step lag held up to N = %d, the largest N this run reached.", last)
 		p("")
 		return
 	}
-	last := r.Scale[len(r.Scale)-1]
-	p("No target broke up to N = %d, the largest N this run reached.", last.N)
-	p("")
+	for _, s := range r.Scale {
+		if s.N != n {
+			continue
+		}
+		m := s.Median
+		top, topV := "", 0.0
+		for k, v := range s.Waves[0].Components {
+			if v > topV {
+				top, topV = k, v
+			}
+		}
+		p("At N = %d, where the step lag first broke: canaryd used %s %% of a core and its client waited %s s on average for its own QPS limit, so neither canaryd's CPU nor its client limit ran short. "+
+			"Its queue peaked at %s keys behind %s workers while each check took %s s and each write %s s on average. The machine was %s %% busy (of %d cores; %s was the busiest process of the benchmark at %s %% of a core, and processes outside it — other test clusters on this shared machine — used %s %% of a core): "+
+			"the CPU shared by the API server, Prometheus, the traffic simulator and canaryd is what ran out first, and the queue of due steps waiting on their I/O is how canaryd felt it.",
+			n, f0(m(func(w WaveResult) float64 { return w.CPUPct })), f2(m(func(w WaveResult) float64 { return w.RateLimitWaitMean })),
+			f0(m(func(w WaveResult) float64 { return w.QueueMax })), workersName(r.ScaleCfg.Workers), f2(m(func(w WaveResult) float64 { return w.CheckMeanS })),
+			f2(m(func(w WaveResult) float64 { return w.WriteLatency })), f0(m(func(w WaveResult) float64 { return w.MachineBusy })), cores(), top, f0(topV),
+			f0(m(othersCPU)))
+		p("")
+	}
+}
+
+// othersCPU is the CPU (% of one core) that processes outside the benchmark
+// used during a wave: the machine's busy time minus every process measured.
+func othersCPU(w WaveResult) float64 {
+	v := w.MachineBusy * float64(cores())
+	for _, c := range w.Components {
+		v -= c
+	}
+	return v
+}
+
+func firstN(m map[string]int, target string, last int) string {
+	if n, ok := m[target]; ok {
+		return fmt.Sprint(n)
+	}
+	if last == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("held to %d", last)
+}
+
+func lastN(rs []ScaleResult) int {
+	if len(rs) == 0 {
+		return 0
+	}
+	return rs[len(rs)-1].N
+}
+
+func altName(a *AltConfig) string {
+	if a == nil {
+		return "no second measurement"
+	}
+	return a.String()
+}
+
+func workersName(w int) string {
+	if w == 0 {
+		return "the default 4"
+	}
+	return fmt.Sprint(w)
 }
 
 // writeAlt compares the second measurement of every N, with other settings.

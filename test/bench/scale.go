@@ -69,7 +69,10 @@ type AltConfig struct {
 }
 
 func (a AltConfig) String() string {
-	parts := []string{fmt.Sprintf("--workers %d", a.Workers)}
+	var parts []string
+	if a.Workers > 0 {
+		parts = append(parts, fmt.Sprintf("--workers %d", a.Workers))
+	}
 	return strings.Join(append(parts, a.Env...), ", ")
 }
 
@@ -250,7 +253,10 @@ func broken(r ScaleResult) []string {
 	if r.Median(func(w WaveResult) float64 { return w.LagP99 }) > Targets.LagP99 {
 		out = append(out, "step lag p99")
 	}
-	if r.Median(func(w WaveResult) float64 { return w.WritesPerStep }) > Targets.WritesPerStep {
+	// A step is a step advance: its status write(s) and its split write.
+	// Every write of a rollout divided by its weight changes is reported
+	// too, but it mostly counts the promotion's stages, which are no step.
+	if r.Median(func(w WaveResult) float64 { return Median(w.AdvanceWrites) }) > Targets.WritesPerStep {
 		out = append(out, "writes per step")
 	}
 	for _, w := range r.Waves {
@@ -393,9 +399,15 @@ func (s *scaleRun) measureIdle(ctx context.Context, n int, keep bool) (Idle, err
 	return r, nil
 }
 
-// pprofTop renders the top of a profile as text with go tool pprof.
-func pprofTop(binary, profile string) (string, error) {
-	out, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=25", binary, profile).CombinedOutput()
+// pprofTop renders the top of a profile as text with go tool pprof, next
+// to it: by flat CPU for a CPU profile, by cumulative live bytes for a heap
+// profile (where the allocation sites of the cached objects show).
+func pprofTop(profile string) (string, error) {
+	args := []string{"tool", "pprof", "-top", "-nodecount=30"}
+	if strings.Contains(filepath.Base(profile), "heap") {
+		args = append(args, "-cum", "-sample_index=inuse_space")
+	}
+	out, err := exec.Command("go", append(args, profile)...).CombinedOutput()
 	if err != nil {
 		return "", fmt.Errorf("go tool pprof %s: %w: %s", profile, err, out)
 	}
