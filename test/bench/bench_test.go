@@ -164,7 +164,7 @@ func TestBench(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	rep := Report{Mode: pl.mode, Started: start, Judge: Judge{Alpha: 0.01, Beta: 0.01, Tolerance: 0.5, Effect: 2}, Scrape: time.Second, ScaleCfg: pl.scale}
+	rep := Report{Mode: pl.mode, Started: start, Build: env.Build, Judge: Judge{Alpha: 0.01, Beta: 0.01, Tolerance: 0.5, Effect: 2}, Scrape: time.Second, ScaleCfg: pl.scale}
 
 	if pl.only != "scale" {
 		rep.Detect, rep.CheckSeconds = runDetection(t, ctx, env, pl, rep.Judge, logf)

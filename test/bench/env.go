@@ -31,6 +31,7 @@ type Env struct {
 	Client  kubernetes.Interface
 	Dyn     dynamic.Interface
 	Canaryd string // path of the built binary
+	Build   string // the source it was built from (BuildOf)
 
 	stopSim func()
 }
@@ -56,6 +57,7 @@ func StartEnv(ctx context.Context, o EnvOptions) (*Env, error) {
 	if out, err := build.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("building canaryd: %w: %s", err, out)
 	}
+	e.Build = BuildOf(root)
 	e.Cluster, err = cluster.Start(ctx, cluster.Options{Dir: filepath.Join(o.Dir, "cluster"), Prometheus: true,
 		Nodes: o.Nodes, ScrapeInterval: time.Second, Timeout: 3 * time.Minute})
 	if err != nil {
