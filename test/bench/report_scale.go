@@ -19,7 +19,7 @@ func (r Report) writeScale(b *strings.Builder, dir string) error {
 	p("Every tenth Deployment rolls: in each wave all of them get a new image at once and walk `100m,200m,500m` at a **%s interval**, then promote.", c.Interval)
 	p("Only the rolling ones are meshed and take traffic (%.0f requests/s each, so the canary's window holds ≥ 5 requests, canaryd's `--default-min-requests 5`); the others never take a request, so simulating their proxies would only load Prometheus.", c.RPS)
 	p("canaryd is restarted after each N is adopted, so idle memory is that of a process managing N, not the history of growing to N. Idle CPU is measured over %s with no scrape in between; each N runs %d waves.", c.IdleWindow, c.Waves)
-	p("Step lag: for every step due by the clock (steps 2 and 3 and the promotion's shift), the TrafficSplit watch event with the new weight minus (`stepStartedAt` + interval) from the status annotation. It includes the due check's Prometheus queries.")
+	p("Step lag: for every step due by the clock (steps 2 and 3 and the promotion's shift), the TrafficSplit watch event with the new weight minus (`stepStartedAt` + interval) from the status annotation. It includes the due check's Prometheus queries. A step whose check held (too few requests, or the judge still collecting evidence before promoting) is counted in \"held steps\" and not timed: its delay is the analysis's, not the controller's.")
 	p("\"Writes per step advance\" (the target's measure) counts, on the objects, the status updates and the split update of each plain step (1 → 2, 2 → 3). \"Writes per weight change\" divides every write of the wave (canaryd's client-go metrics, `canaryd_api_request_duration_seconds` by verb and resource, Events left out) by the weight changes written (5 per rollout: 100m, 200m, 500m, 1000m, 0): it also counts the canary's creation and scaling and the promotion's stages.")
 	p("")
 	p("| N | rolling | adopted in | RSS idle MB | heap in use idle MB | live heap MB | RSS rolling max MB | CPU idle %% | CPU rolling %% | step lag p50 s | p99 s | held steps | writes per step advance | writes per weight change (whole rollout) | reads per weight change | queries/check | queue max | mean write s | converged | machine busy %% | targets broken |")
@@ -235,6 +235,10 @@ func (r Report) writeBend(b *strings.Builder) {
 		p("| %s | %s | %s |", t, firstN(def, t, last), firstN(alt, t, lastN(alts)))
 	}
 	p("")
+	if len(broken(r.Scale[len(r.Scale)-1])) > 0 {
+		p("N was not pushed beyond %d: targets had broken at or before it.", last)
+		p("")
+	}
 	n, ok := def["step lag p99"]
 	if !ok {
 		p("The step lag held up to N = %d, the largest N this run reached.", last)
