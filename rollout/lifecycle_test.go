@@ -289,6 +289,26 @@ func TestTheUserChangesTheDeploymentMidRollout(t *testing.T) {
 			t.Errorf("stable %s", w.status().StableRevision)
 		}
 	})
+	t.Run("a newer revision goes back to stable before its first step, even when that write is lost", func(t *testing.T) {
+		w := adopted(t, nil)
+		w.bump("r2")
+		w.run(time.Second, 25*time.Second, func(s Status) bool { return s.Step == 2 })
+		w.loseWrites = 1
+		w.bump("r3")
+		w.tick()
+		if w.weight == nil || *w.weight != 200 || w.status().Step != 0 {
+			t.Fatalf("the lost write should leave 200m in place at step 0: weight %v, %+v", w.weight, w.status())
+		}
+		// The canary keeps r2's pods until the split is seen at 0 (desired.go),
+		// so r3 cannot be ready before that; world.apply fails the test on
+		// any fall of the weight that does not go through 0.
+		w.tick()
+		if st := w.status(); st.Step != 0 || *w.weight != 0 || w.canaryRev != "r2" {
+			t.Fatalf("after the lost write: weight %d, canary %s, %+v", *w.weight, w.canaryRev, st)
+		}
+		w.run(time.Second, 5*time.Second, func(s Status) bool { return s.Revision == "r3" && s.Step == 1 })
+		w.run(time.Second, time.Minute, phaseIs(PhaseSucceeded))
+	})
 	t.Run("a revert withdraws the canary without marking it failed", func(t *testing.T) {
 		w := adopted(t, nil)
 		w.bump("r2")

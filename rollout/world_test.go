@@ -185,6 +185,10 @@ func (w *world) apply(dec Decision) {
 	if w.weight == nil || *w.weight != ds.Weight {
 		if w.weight != nil && *w.weight != ds.Weight {
 			w.checkStepSpacing(ds.Weight)
+			if ds.Weight > 0 && ds.Weight < *w.weight {
+				w.t.Errorf("at %s canary weight fell from %dm to %dm without going back to stable first",
+					w.now.Format(time.TimeOnly), *w.weight, ds.Weight)
+			}
 		}
 		v := ds.Weight
 		w.weight = &v
