@@ -13,7 +13,9 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
@@ -56,6 +58,9 @@ type Auditor struct {
 	samples int
 	blind   int
 	lastErr error
+	// relists counts the times the split watch had to start over from a
+	// list, having lost its place (events may have been missed then).
+	relists int
 }
 
 // Start begins sampling at once and keeps going until Stop or ctx ends.
@@ -77,12 +82,117 @@ func Start(ctx context.Context, cfg Config) (*Auditor, error) {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	a := &Auditor{cfg: cfg, rules: NewRules(cfg.App+"-canary", 1000, cfg.Interval, cfg.Lag), cancel: cancel, done: make(chan struct{})}
-	go a.loop(ctx)
+	a.rules.WatchWeights()
+	watched := make(chan struct{})
+	go func() { defer close(watched); a.watchSplit(ctx) }()
+	go func() { a.loop(ctx); <-watched; close(a.done) }()
 	return a, nil
 }
 
+// watchSplit feeds the weight timeline from a watch of the split: every
+// version the API server stored, in order, so a weight that lasted less than
+// the sampling period is still seen. It lists to learn the state and a
+// resourceVersion, watches from there, and lists again only when the API
+// server no longer has that version (counted in relists).
+func (a *Auditor) watchSplit(ctx context.Context) {
+	res := a.cfg.Dynamic.Resource(SplitGVR).Namespace(a.cfg.Namespace)
+	sel := fields.OneTermEqualSelector("metadata.name", a.cfg.App).String()
+	pause := func() {
+		select {
+		case <-ctx.Done():
+		case <-time.After(a.cfg.Period):
+		}
+	}
+	rv, listed := "", false
+	for ctx.Err() == nil {
+		if rv == "" {
+			list, err := res.List(ctx, metav1.ListOptions{FieldSelector: sel})
+			if err != nil {
+				a.blinded(ctx, fmt.Errorf("listing TrafficSplit %s/%s: %w", a.cfg.Namespace, a.cfg.App, err))
+				pause()
+				continue
+			}
+			canary := -1
+			for i := range list.Items {
+				canary = a.canaryWeight(ctx, &list.Items[i])
+			}
+			a.mu.Lock()
+			if listed {
+				a.relists++
+			}
+			a.mu.Unlock()
+			listed = true
+			a.rules.Weight(time.Now(), canary)
+			rv = list.GetResourceVersion()
+		}
+		w, err := res.Watch(ctx, metav1.ListOptions{FieldSelector: sel, ResourceVersion: rv, AllowWatchBookmarks: true})
+		if err != nil {
+			if apierrors.IsGone(err) || apierrors.IsResourceExpired(err) {
+				rv = ""
+			}
+			a.blinded(ctx, fmt.Errorf("watching TrafficSplit %s/%s: %w", a.cfg.Namespace, a.cfg.App, err))
+			pause()
+			continue
+		}
+		rv = a.follow(ctx, w, rv)
+		w.Stop()
+	}
+}
+
+// follow records the weights a watch delivers until it ends, and returns the
+// resourceVersion to resume from ("" to list again).
+func (a *Auditor) follow(ctx context.Context, w watch.Interface, rv string) string {
+	for ev := range w.ResultChan() {
+		switch ev.Type {
+		case watch.Added, watch.Modified, watch.Deleted:
+			u, ok := ev.Object.(*unstructured.Unstructured)
+			if !ok {
+				continue
+			}
+			rv = u.GetResourceVersion()
+			canary := -1
+			if ev.Type != watch.Deleted {
+				canary = a.canaryWeight(ctx, u)
+			}
+			a.rules.Weight(time.Now(), canary)
+		case watch.Bookmark:
+			if u, ok := ev.Object.(*unstructured.Unstructured); ok {
+				rv = u.GetResourceVersion()
+			}
+		case watch.Error:
+			err := apierrors.FromObject(ev.Object)
+			if apierrors.IsGone(err) || apierrors.IsResourceExpired(err) {
+				return ""
+			}
+			a.blinded(ctx, fmt.Errorf("watching TrafficSplit %s/%s: %w", a.cfg.Namespace, a.cfg.App, err))
+			return rv
+		}
+	}
+	return rv
+}
+
+// canaryWeight is the split's canary weight in milli; a split whose weights
+// do not parse counts as unseen (blind), and as weight 0.
+func (a *Auditor) canaryWeight(ctx context.Context, u *unstructured.Unstructured) int {
+	weights, err := splitWeights(u)
+	if err != nil {
+		a.blinded(ctx, err)
+		return 0
+	}
+	return int(weights[a.cfg.App+"-canary"])
+}
+
+func (a *Auditor) blinded(ctx context.Context, err error) {
+	if ctx.Err() != nil {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.blind++
+	a.lastErr = err
+}
+
 func (a *Auditor) loop(ctx context.Context) {
-	defer close(a.done)
 	tick := time.NewTicker(a.cfg.Period)
 	defer tick.Stop()
 	for {
@@ -252,10 +362,19 @@ func (a *Auditor) FirstTraffic() (on, off time.Time) {
 	return on, off
 }
 
-// Stats are how many samples were taken and how many the API server could
-// not answer (blind), with the last such error.
+// Stats are how many samples were taken and how many reads the API server
+// could not answer (blind: samples, and the split watch's lists and
+// watches), with the last such error.
 func (a *Auditor) Stats() (samples, blind int, lastErr error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.samples, a.blind, a.lastErr
+}
+
+// Relists is how many times the split watch lost its place and listed again;
+// weight changes in such a gap may be missing from Weights.
+func (a *Auditor) Relists() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.relists
 }

@@ -52,6 +52,10 @@ type Rules struct {
 	total    int64
 	interval time.Duration
 	lag      time.Duration
+	// watched: the weight timeline comes from a watch of the split
+	// (Weight), not from the samples, which can miss a weight that lasted
+	// less than the sampling period.
+	watched bool
 
 	mu         sync.Mutex
 	violations []Violation
@@ -110,11 +114,31 @@ func (r *Rules) Observe(s Sample) {
 		r.routing(s)
 		canary = int(s.Weights[r.canary])
 	}
-	r.weight(s.At, before, canary)
+	if !r.watched {
+		r.weight(s.At, before, canary)
+	}
 	if s.Status != nil {
 		r.steps(s.At, *s.Status, gap)
 		r.promotions(s.At, *s.Status)
 	}
+}
+
+// WatchWeights makes Weight, fed by a watch of the split, the only source
+// of the canary weight timeline; samples then judge routing and status only.
+func (r *Rules) WatchWeights() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.watched = true
+}
+
+// Weight records the canary weight (milli; -1: no split) that a watch of the
+// split delivered at. A watch sees every stored version of the split in
+// order, so each change is known to the watch's delivery delay rather than
+// to the sampling period: the change's Before is its own time.
+func (r *Rules) Weight(at time.Time, canary int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.weight(at, at, canary)
 }
 
 // routing: the weights sum to the total, and no weight lands on a backend

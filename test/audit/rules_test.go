@@ -164,3 +164,43 @@ func TestRulesBoundTheViolationsKept(t *testing.T) {
 		t.Fatalf("%d violations kept, last %v", len(v), v[len(v)-1])
 	}
 }
+
+// A weight that lasted less than the sampling period is missed by samples
+// but not by the split's watch: the supersede of a mid-rollout revision goes
+// 200m → 0 → 100m, and only the watch can tell that from a step repeated.
+func TestWatchedWeightsSeeWhatSamplesMiss(t *testing.T) {
+	sampled := NewRules("web-canary", 1000, 5*time.Second, 100*time.Millisecond)
+	watched := NewRules("web-canary", 1000, 5*time.Second, 100*time.Millisecond)
+	watched.WatchWeights()
+	for _, r := range []*Rules{sampled, watched} {
+		r.Observe(split(1, 200))
+		r.Observe(split(1.1, 100)) // the 0 between lasted 50 ms
+	}
+	for _, e := range []struct {
+		sec float64
+		w   int
+	}{{0.5, 200}, {1.02, 0}, {1.07, 100}} {
+		watched.Weight(at(e.sec), e.w)
+	}
+	if got := names(sampled.Violations()); !reflect.DeepEqual(got, []string{"step-repeated"}) {
+		t.Errorf("samples alone: violations %v, want the 0 missed and a step-repeated", got)
+	}
+	if v := watched.Violations(); len(v) != 0 {
+		t.Errorf("with the watch: violations %v, want none", v)
+	}
+	var got []int
+	for _, c := range watched.Changes() {
+		got = append(got, c.Canary)
+	}
+	if want := []int{200, 0, 100}; !reflect.DeepEqual(got, want) {
+		t.Errorf("watched weights %v, want %v", got, want)
+	}
+}
+
+func names(vs []Violation) []string {
+	var out []string
+	for _, v := range vs {
+		out = append(out, v.Rule)
+	}
+	return out
+}
