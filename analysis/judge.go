@@ -145,10 +145,32 @@ func (j judge) against(metric string, canary counts, baseHigh, baseLow float64) 
 		s.Decision = DecisionWorse
 	case s.NotWorseLogLR <= j.lower:
 		s.Decision = DecisionNotWorse
+	case canary.total >= truncateAt(q0, q1, j.lower) && s.LogLR <= j.lower:
+		// Truncation: a canary as good as stable can sit just above q0 when
+		// stable's measured share came out low, and the not-worse test then
+		// drifts to its boundary very slowly (a healthy canary held for
+		// minutes at its last step). Past twice the test's expected sample
+		// size, the same evidence against the baseline stable + 1 SE is
+		// enough; by Ville's inequality a canary at that baseline's
+		// alternative reaches it with probability at most β too.
+		s.Decision = DecisionNotWorse
+		s.Note = fmt.Sprintf("not worse than stable + 1 SE after %.0f requests (truncated at %.0f)", canary.total, truncateAt(q0, q1, j.lower))
 	default:
 		s.Decision = DecisionUndecided
 	}
 	return s
+}
+
+// truncateAt is twice Wald's expected sample size of the not-worse test
+// (q0 against q1, boundary lower = ln β) for a canary exactly at q0: the
+// number of canary requests after which the judge accepts the weaker
+// evidence (see against).
+func truncateAt(q0, q1, lower float64) float64 {
+	drift := q0*math.Log(q1/q0) + (1-q0)*math.Log((1-q1)/(1-q0)) // < 0
+	if !(drift < 0) {
+		return math.Inf(1)
+	}
+	return 2 * lower / drift
 }
 
 // logLR is the log likelihood ratio of bad share p1 against p0 for c: each
