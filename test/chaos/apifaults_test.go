@@ -123,7 +123,7 @@ func TestAPIServerFaultsCanarydConvergesWithoutDuplicateSteps(t *testing.T) {
 	}
 	var apps []*app
 	for i := 0; i < goods+bads; i++ {
-		apps = append(apps, w.app(fmt.Sprintf("faults-%d", i), 2, nil, healthy, 20))
+		apps = append(apps, w.app(fmt.Sprintf("faults-%d", i), 2, nil, healthy, 40))
 	}
 	w.start()
 	for _, a := range apps {
@@ -189,7 +189,7 @@ func TestAStepWhoseSplitWriteIsSlowStillLastsItsInterval(t *testing.T) {
 	if err := p.WriteKubeconfig(w.kubeconfig); err != nil {
 		t.Fatal(err)
 	}
-	a := w.app("web", 2, nil, healthy, 20)
+	a := w.app("web", 2, nil, healthy, 40)
 	w.start()
 	a.adopted()
 	p.SetHold("/trafficsplits/", interval+time.Second)

@@ -22,7 +22,7 @@ func editWorld(t *testing.T, ns string, step int) (*world, *app) {
 	}
 	t.Parallel()
 	w := newWorld(t, ns)
-	a := w.app("web", 2, nil, healthy, 20)
+	a := w.app("web", 2, nil, healthy, 40)
 	w.start()
 	a.adopted()
 	a.deploy("example.com/web:2.0", healthy)

@@ -81,7 +81,7 @@ func TestHostileAnnotationValuesWarnAndRouteNothing(t *testing.T) {
 		apps = append(apps, w.app(fmt.Sprintf("hostile-%02d", i), 1, map[string]string{h.key: h.value}, healthy, 0))
 	}
 	w.unaudited = false
-	live := w.app("live", 2, nil, healthy, 20)
+	live := w.app("live", 2, nil, healthy, 40)
 	start := time.Now()
 	w.start()
 

@@ -43,7 +43,7 @@ func killBatch(t *testing.T, batch, size int, rng *rand.Rand) {
 	apps := make([]*app, size)
 	bad := make([]bool, size)
 	for i := range apps {
-		apps[i] = w.app(fmt.Sprintf("kill-%d", i), 2, nil, healthy, 20)
+		apps[i] = w.app(fmt.Sprintf("kill-%d", i), 2, nil, healthy, 40)
 		bad[i] = i%2 == 1
 	}
 	w.start()

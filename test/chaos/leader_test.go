@@ -55,7 +55,7 @@ func pair(t *testing.T, ns string) (a, b *world, pa, pb *faultproxy.Proxy, web *
 	a.extra = []string{"--leader-elect", "--leader-election-namespace", ns, "--leader-election-id", "canaryd",
 		"--leader-election-lease", lease.String()}
 	b = a.twin("b", kb)
-	web = a.app("web", 2, nil, healthy, 20)
+	web = a.app("web", 2, nil, healthy, 40)
 	a.start()
 	a.waitFor("replica a leading", time.Minute, func() (bool, error) { return a.leading(), nil })
 	b.start()

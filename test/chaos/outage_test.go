@@ -38,7 +38,7 @@ func TestOutagesOfPrometheusThenTheAPIServerMidRollout(t *testing.T) {
 			_ = prom.Restart(context.Background()) // the next scenarios need it
 		}
 	})
-	a := w.app("web", 2, nil, healthy, 20)
+	a := w.app("web", 2, nil, healthy, 40)
 	w.start()
 	a.adopted()
 	a.deploy("example.com/web:2.0", healthy)

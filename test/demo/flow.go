@@ -24,7 +24,7 @@ const (
 	app       = "podinfo"
 	canary    = app + "-canary" // canaryd's canary Deployment, and the `deployment` label of its pods' series
 	replicas  = 3
-	rps       = "20"
+	rps       = "40"
 	interval  = 5 * time.Second // --default-interval: the time at each step and the analysis window
 	imageRepo = "example.com/podinfo"
 	container = "podinfo"

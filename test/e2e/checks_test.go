@@ -27,7 +27,7 @@ func TestCustomChecksFromTheChecksFile(t *testing.T) {
 	}
 	// Thresholds and a judge tolerance this canary meets, so that only the
 	// custom check can fail it: 5% errors is a 95% success rate (≥ 90), and
-	// at 10% of 20 requests/s ≈ 0.1 failures/s, twice the check's bound.
+	// at 10% of 40 requests/s ≈ 0.2 failures/s, four times the check's bound.
 	f := given(t, "e2e-checks").app(map[string]string{
 		rollout.KeyAnalysis:       "canary-5xx-per-second",
 		rollout.KeyMinSuccessRate: "90",

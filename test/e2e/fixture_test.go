@@ -121,7 +121,7 @@ func (f *fixture) dumpLog() {
 }
 
 // app creates Deployment web (2 replicas, opted in) and its Service with
-// 20 requests/s from the mesh simulator. Its pods answer with the given
+// 40 requests/s from the mesh simulator. Its pods answer with the given
 // behaviour (meshsim annotations).
 func (f *fixture) app(annotations map[string]string, behaviour map[string]string) *fixture {
 	f.t.Helper()
@@ -157,7 +157,7 @@ func (f *fixture) app(annotations map[string]string, behaviour map[string]string
 		n, err := readyEndpoints(f.ctx, f.ns, f.name)
 		return n == 2, err
 	})
-	b, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{"meshsim/rps": "20"}}})
+	b, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{"meshsim/rps": "40"}}})
 	if _, err := env.client.CoreV1().Services(f.ns).Patch(f.ctx, f.name, types.MergePatchType, b, metav1.PatchOptions{}); err != nil {
 		f.t.Fatalf("starting traffic: %v", err)
 	}

@@ -291,8 +291,8 @@ func TestAnABRolloutSendsOnlyMatchingRequestsToTheCanary(t *testing.T) {
 	c := after[f.name+"-canary"].Requests - before[f.name+"-canary"].Requests
 	s := after[f.name+"-stable"].Requests - before[f.name+"-stable"].Requests
 	share := float64(c) / float64(c+s)
-	// Two 5 s iterations at 20 requests/s: ~200 requests, of which 30 % is
-	// 60 ± 6.5 (one standard deviation), so 18–42 % is far outside chance.
+	// Two 5 s iterations at 40 requests/s: ~400 requests, of which 30 % is
+	// 120 ± 9 (one standard deviation), so 18–42 % is far outside chance.
 	if c+s < 100 || share < 0.18 || share > 0.42 {
 		t.Errorf("during two iterations the canary got %d of %d requests (%.0f%%), want about the 30%% that carry the header", c, c+s, 100*share)
 	}

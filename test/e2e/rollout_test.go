@@ -94,7 +94,7 @@ func TestABadImageIsRolledBackAndNotRetriedUntilAsked(t *testing.T) {
 		t.Fatalf("canary traffic never started and stopped: %v", f.auditor.weights())
 	}
 	canary := f.stats()[f.name+"-canary"]
-	t.Logf("bad canary (5%% errors vs 0.1%%, 20 rps): weight > 0 for %s, %d requests (%d failed) before weight 0; reason: %s",
+	t.Logf("bad canary (5%% errors vs 0.1%%, 40 rps): weight > 0 for %s, %d requests (%d failed) before weight 0; reason: %s",
 		off.Sub(on).Round(100*time.Millisecond), canary.Requests, canary.Failures, st.LastCheck.Reason)
 
 	if f.image() != "example.com/web:2.0-bad" || !f.deployment().Spec.Paused {

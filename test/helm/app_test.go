@@ -25,7 +25,7 @@ import (
 )
 
 // The scenario's app, as the e2e suite builds it: Deployment web (two
-// replicas, opted in) behind Service web, 20 requests/s from the mesh
+// replicas, opted in) behind Service web, 40 requests/s from the mesh
 // simulator, pods answering with meshsim's behaviour annotations.
 
 var healthy = map[string]string{"meshsim/error-rate": "0.001", "meshsim/latency-ms": "10"}
@@ -73,7 +73,7 @@ func newApp(t *testing.T, client kubernetes.Interface, ns string) *app {
 		n, err := audit.ReadyEndpoints(a.ctx, client, ns, "web")
 		return n == 2, err
 	})
-	patch := []byte(`{"metadata":{"annotations":{"meshsim/rps":"20"}}}`)
+	patch := []byte(`{"metadata":{"annotations":{"meshsim/rps":"40"}}}`)
 	if _, err := client.CoreV1().Services(ns).Patch(a.ctx, "web", types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
 		t.Fatalf("starting traffic: %v", err)
 	}
