@@ -152,6 +152,56 @@ func TestInconclusiveBeyondTheDeadlineActsPerOnInconclusive(t *testing.T) {
 	}
 }
 
+// A canary that loses every ready endpoint mid-step has its weight moved to
+// stable at once (guardCapacity); the step is then held like an
+// inconclusive one: it resumes from its start when the canary comes back,
+// and past progress-deadline on-inconclusive decides.
+func TestACanaryThatLosesItsEndpointsMidStepIsHeldWithADeadline(t *testing.T) {
+	t.Run("it comes back: the step starts over and the rollout goes on", func(t *testing.T) {
+		w := adopted(t, nil)
+		w.bump("r2")
+		w.run(time.Second, 25*time.Second, func(s Status) bool { return s.Step == 2 && s.Applied })
+		w.canaryDown = true
+		w.run(time.Second, 5*time.Second, func(s Status) bool { return s.Phase == PhaseHeld })
+		if st := w.status(); *w.weight != 0 || !strings.HasPrefix(st.Message, noEndpointsPrefix) || st.Step != 2 {
+			t.Fatalf("canary down: weight %d, %+v", *w.weight, st)
+		}
+		w.stays(time.Second, 20*time.Second, func(s Status) bool { return s.Phase == PhaseHeld && s.Step == 2 })
+		w.canaryDown = false
+		back := w.now
+		w.run(time.Second, 5*time.Second, func(s Status) bool { return s.Phase == PhaseProgressing && s.Applied })
+		if st := w.status(); *w.weight != 200 || st.Step != 2 || st.StepStartedAt.Before(back) {
+			t.Fatalf("canary back: weight %d, %+v", *w.weight, st)
+		}
+		if !w.hasEvent("Resumed") || !w.hasEvent("NoReadyEndpoints") {
+			t.Errorf("events %v, want NoReadyEndpoints and Resumed", w.reasons())
+		}
+		w.run(time.Second, time.Minute, phaseIs(PhaseSucceeded))
+	})
+	for _, tc := range []struct {
+		policy string
+		end    Phase
+	}{{"hold", PhaseHeld}, {"rollback", PhaseFailed}} {
+		t.Run("it does not come back: on-inconclusive "+tc.policy, func(t *testing.T) {
+			w := adopted(t, map[string]string{KeyOnInconclusive: tc.policy, KeyProgressDeadline: "1m"})
+			w.bump("r2")
+			w.run(time.Second, 25*time.Second, func(s Status) bool { return s.Step == 2 && s.Applied })
+			w.canaryDown = true
+			w.run(time.Second, 5*time.Second, func(s Status) bool { return s.Phase == PhaseHeld })
+			held := w.now
+			w.run(time.Second, 2*time.Minute, func(s Status) bool {
+				return s.Phase == tc.end && (tc.end != PhaseHeld || strings.Contains(s.Message, "on-inconclusive"))
+			})
+			if took := w.now.Sub(held); took < time.Minute-time.Second || took > time.Minute+5*time.Second {
+				t.Errorf("acted %s after the hold began, want the 1m progress deadline", took)
+			}
+			if tc.end == PhaseHeld && !w.hasEvent("ProgressDeadlineExceeded") {
+				t.Errorf("no ProgressDeadlineExceeded in %v", w.reasons())
+			}
+		})
+	}
+}
+
 // Reconciling a snapshot that already reflects canaryd's own writes either
 // moves on because it observes them (a gated stage) or writes nothing: within
 // a few reconciles, with no other change in the cluster, it reaches a state

@@ -2,6 +2,7 @@ package rollout
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/canaryd/canaryd/analysis"
@@ -45,6 +46,14 @@ func (d *decider) walk() {
 		// write after the decision was lost (a crash, a failed write), the
 		// clock starts again now, so no step ever lasts less than interval.
 		d.st.StepStartedAt, d.st.Applied = stamp(o.Now), false
+		if d.st.Weight > 0 && o.CanaryEndpoints == 0 {
+			d.holdForEndpoints()
+			return
+		}
+		if strings.HasPrefix(d.prev.Message, noEndpointsPrefix) {
+			d.st.Phase, d.st.HeldSince = PhaseProgressing, nil
+			d.event("Resumed", "%s-canary has ready endpoints again: step %d/%d starts over at %dm", o.Name, d.st.Step, len(d.spec.Steps), d.st.Weight)
+		}
 		d.st.Message = fmt.Sprintf("applying canary weight %dm", d.st.Weight)
 		return
 	}
@@ -88,6 +97,30 @@ func (d *decider) walk() {
 		d.checkHeldDeadline()
 	}
 	d.wakeForCheck(due)
+}
+
+// noEndpointsPrefix starts the message of a step held because the canary
+// lost every ready endpoint.
+const noEndpointsPrefix = "the canary has no ready endpoint"
+
+// holdForEndpoints: the canary lost every ready endpoint mid-step (its pods
+// evicted, crashing, deleted), so its weight is on stable (guardCapacity).
+// That is a hold like an inconclusive check: if the canary does not come
+// back within progress-deadline, on-inconclusive decides. When it does, the
+// step starts over with its weight in place.
+func (d *decider) holdForEndpoints() {
+	if d.st.Phase != PhaseHeld {
+		d.st.Phase, d.st.HeldSince = PhaseHeld, stamp(d.o.Now)
+	}
+	d.st.Message = fmt.Sprintf("%s: its %dm of step %d/%d stay on stable until it has one", noEndpointsPrefix, d.st.Weight, d.st.Step, len(d.spec.Steps))
+	left := d.st.HeldSince.Add(d.spec.ProgressDeadline).Sub(d.o.Now)
+	if left <= 0 {
+		// onDeadline's message starts with the same prefix, so a canary
+		// that comes back after the deadline still resumes its step.
+		d.onDeadline(fmt.Sprintf("%s for %s", noEndpointsPrefix, d.spec.ProgressDeadline))
+		return
+	}
+	d.wake(left)
 }
 
 // windowHolds: the rollout window is closed and the configuration says a

@@ -27,6 +27,7 @@ type world struct {
 	canaryRev  string
 	canaryRepl int32
 	canaryRdy  int32  // ready canary pods: catch up with canaryRepl one tick later
+	canaryDown bool   // every canary pod is gone or unready (evicted, crashing)
 	stableHash string // foo-stable's selector
 	weight     *int
 	lastChange time.Time // when the canary weight last changed
@@ -226,6 +227,9 @@ func (w *world) checkInvariants() {
 func (w *world) progress() {
 	o := &w.o
 	w.canaryRdy = w.canaryRepl
+	if w.canaryDown {
+		w.canaryRdy = 0
+	}
 	// The Deployment controller: unpaused, foo rolls to its template at once.
 	if !o.Paused {
 		h := w.hashes[o.Revision]
