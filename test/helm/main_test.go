@@ -11,6 +11,7 @@ import (
 
 	"github.com/canaryd/canaryd/test/cluster"
 	"github.com/canaryd/canaryd/test/meshsim"
+	"github.com/canaryd/canaryd/test/testenv"
 )
 
 // env is what every test shares: a scratch directory, and the cluster, started
@@ -19,11 +20,9 @@ var env struct {
 	dir  string // removed at the end unless CANARYD_KEEP_DIR is set
 	root string // repository root
 
-	once    sync.Once
-	cluster *cluster.Cluster
-	sim     *meshsim.Sim
-	stopSim func()
-	err     error
+	once  sync.Once
+	plane *testenv.Env // the cluster and the mesh simulator; in dir, which it keeps
+	err   error
 }
 
 func TestMain(m *testing.M) {
@@ -41,11 +40,8 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	defer func() {
-		if env.stopSim != nil {
-			env.stopSim()
-		}
-		if env.cluster != nil {
-			_ = env.cluster.Stop()
+		if env.plane != nil {
+			_ = env.plane.Stop()
 		}
 		if os.Getenv("CANARYD_KEEP_DIR") == "" {
 			_ = os.RemoveAll(env.dir)
@@ -75,8 +71,10 @@ func theCluster(t *testing.T) *cluster.Cluster {
 	if testing.Short() {
 		t.Skip("-short: no control plane")
 	}
-	if _, err := cluster.FindBinaries(); err != nil {
-		skipOrFail(t, "control-plane binaries missing (run test/bootstrap.sh): %v", err)
+	if skip, err := testenv.Available(); err != nil {
+		t.Fatal(err)
+	} else if skip != "" {
+		t.Skip(skip)
 	}
 	crds := monitoringCRDs(t)
 	env.once.Do(func() {
@@ -92,29 +90,14 @@ func theCluster(t *testing.T) *cluster.Cluster {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
-		env.cluster, env.err = cluster.Start(ctx, cluster.Options{Dir: filepath.Join(env.dir, "cluster"),
-			Prometheus: true, CRDs: append(files, crds...)})
-		if env.err != nil {
-			return
-		}
-		env.sim, env.err = meshsim.New(meshsim.Config{RESTConfig: env.cluster.RESTConfig, TargetsFile: env.cluster.MeshTargetsFile, Seed: 1})
-		if env.err != nil {
-			return
-		}
-		simCtx, stop := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- env.sim.Run(simCtx) }()
-		env.stopSim = func() { stop(); <-done }
-		select {
-		case <-env.sim.Ready():
-		case err := <-done:
-			env.err = fmt.Errorf("mesh simulator stopped: %w", err)
-		case <-time.After(time.Minute):
-			env.err = fmt.Errorf("mesh simulator not ready within a minute")
-		}
+		env.plane, env.err = testenv.Start(ctx, testenv.Options{
+			Dir:     env.dir,
+			Cluster: cluster.Options{CRDs: append(files, crds...)},
+			Sim:     meshsim.Config{Seed: 1},
+		})
 	})
 	if env.err != nil {
 		t.Fatalf("local control plane: %v", env.err)
 	}
-	return env.cluster
+	return env.plane.Cluster
 }
