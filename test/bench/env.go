@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -14,26 +13,17 @@ import (
 	"syscall"
 	"time"
 
-	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-
 	"github.com/canaryd/canaryd/test/cluster"
 	"github.com/canaryd/canaryd/test/meshsim"
+	"github.com/canaryd/canaryd/test/testenv"
 )
 
 // Env is one benchmark environment: a control plane with Prometheus, the
 // mesh simulator running in this process, and the built canaryd binary.
+// Stop (testenv's) stops the simulator and the cluster.
 type Env struct {
-	Dir     string
-	Cluster *cluster.Cluster
-	Sim     *meshsim.Sim
-	Client  kubernetes.Interface
-	Dyn     dynamic.Interface
-	Canaryd string // path of the built binary
-	Build   string // the source it was built from (BuildOf)
-
-	stopSim func()
+	*testenv.Env
+	Build string // the source canaryd was built from (BuildOf)
 }
 
 // EnvOptions size the environment.
@@ -42,85 +32,28 @@ type EnvOptions struct {
 	Nodes int    // kwok nodes of 1,000 pods each
 }
 
-// StartEnv builds canaryd, starts the cluster and the simulator. Stop undoes it.
+// StartEnv builds canaryd, starts the cluster and the simulator.
 func StartEnv(ctx context.Context, o EnvOptions) (*Env, error) {
-	e := &Env{Dir: o.Dir, Canaryd: filepath.Join(o.Dir, "canaryd")}
 	root, err := cluster.RepoRoot()
 	if err != nil {
 		return nil, fmt.Errorf("finding the repository: %w", err)
 	}
-	// Built as `make build` builds the shipped binary: its size is part of
-	// the RSS measured.
-	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", "-s -w", "-o", e.Canaryd, "./cmd/canaryd")
-	build.Dir = root
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("building canaryd: %w: %s", err, out)
-	}
-	e.Build = BuildOf(root)
-	e.Cluster, err = cluster.Start(ctx, cluster.Options{Dir: filepath.Join(o.Dir, "cluster"), Prometheus: true,
-		Nodes: o.Nodes, ScrapeInterval: time.Second, Timeout: 3 * time.Minute})
+	build := BuildOf(root) // read just before the build, not after the cluster's start-up
+	te, err := testenv.Start(ctx, testenv.Options{
+		Dir: o.Dir,
+		// Built as `make build` builds the shipped binary: its size is part of
+		// the RSS measured.
+		Canaryd: &testenv.Build{Flags: []string{"-trimpath", "-ldflags", "-s -w"}, Env: []string{"CGO_ENABLED=0"}},
+		Cluster: cluster.Options{Nodes: o.Nodes, ScrapeInterval: time.Second, Timeout: 3 * time.Minute},
+		// The simulator's requests are Poisson, as real arrivals are: detection
+		// times must carry the spread of real traffic, not a metronome's.
+		Sim:    meshsim.Config{Seed: 8, Poisson: true},
+		SimLog: "meshsim.log",
+	})
 	if err != nil {
-		return nil, fmt.Errorf("starting the cluster: %w", err)
+		return nil, err
 	}
-	rc := rest.CopyConfig(e.Cluster.RESTConfig)
-	if e.Client, err = kubernetes.NewForConfig(rc); err != nil {
-		e.Stop()
-		return nil, fmt.Errorf("kubernetes client: %w", err)
-	}
-	if e.Dyn, err = dynamic.NewForConfig(rc); err != nil {
-		e.Stop()
-		return nil, fmt.Errorf("dynamic client: %w", err)
-	}
-	logf, err := os.Create(filepath.Join(o.Dir, "meshsim.log"))
-	if err != nil {
-		e.Stop()
-		return nil, fmt.Errorf("meshsim log: %w", err)
-	}
-	// The simulator's requests are Poisson, as real arrivals are: detection
-	// times must carry the spread of real traffic, not a metronome's.
-	e.Sim, err = meshsim.New(meshsim.Config{RESTConfig: rc, TargetsFile: e.Cluster.MeshTargetsFile, Seed: 8, Poisson: true,
-		Logger: slog.New(slog.NewTextHandler(logf, &slog.HandlerOptions{Level: slog.LevelWarn}))})
-	if err != nil {
-		logf.Close()
-		e.Stop()
-		return nil, fmt.Errorf("mesh simulator: %w", err)
-	}
-	simCtx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- e.Sim.Run(simCtx) }()
-	e.stopSim = func() {
-		cancel()
-		// Run's error on the way out is the targets file's cleanup: the
-		// cluster stops next, so it is only worth a line in the log.
-		if err := <-done; err != nil {
-			fmt.Fprintln(logf, "meshsim stopped:", err)
-		}
-		_ = logf.Close()
-	}
-	select {
-	case <-e.Sim.Ready():
-		return e, nil
-	case err := <-done:
-		e.stopSim = nil
-		logf.Close()
-		e.Stop()
-		return nil, fmt.Errorf("mesh simulator stopped: %w", err)
-	case <-time.After(time.Minute):
-		e.Stop()
-		return nil, fmt.Errorf("mesh simulator not ready within a minute")
-	}
-}
-
-// Stop stops the simulator and the cluster.
-func (e *Env) Stop() {
-	if e.stopSim != nil {
-		e.stopSim()
-		e.stopSim = nil
-	}
-	if e.Cluster != nil {
-		_ = e.Cluster.Stop()
-	}
+	return &Env{Env: te, Build: build}, nil
 }
 
 // Daemon is one running canaryd process.
