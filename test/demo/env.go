@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,10 +17,12 @@ import (
 	"github.com/canaryd/canaryd/analysis"
 	"github.com/canaryd/canaryd/test/cluster"
 	"github.com/canaryd/canaryd/test/meshsim"
+	"github.com/canaryd/canaryd/test/testenv"
 )
 
-// env is everything the demo runs: the local control plane with Prometheus,
-// the mesh simulator inside this process, and canaryd as a child process.
+// env is everything the demo runs: the local control plane with Prometheus
+// and the mesh simulator inside this process (test/testenv), and canaryd as a
+// child process.
 type env struct {
 	dir        string
 	cluster    *cluster.Cluster
@@ -35,9 +36,7 @@ type env struct {
 	exited  chan struct{} // closed when canaryd exits
 	exitErr error         // set before exited closes
 
-	stopSim context.CancelFunc
-	simDone chan error
-	simLog  *os.File
+	plane *testenv.Env // everything but canaryd
 }
 
 // canarydFlags are e2e's settings (test/e2e/fixture_test.go): 1 s scrapes
@@ -61,29 +60,28 @@ func startEnv(ctx context.Context, dir string, p *printer) (e *env, err error) {
 			e = nil
 		}
 	}()
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return e, fmt.Errorf("demo dir: %w", err)
-	}
-	t0 := time.Now()
-	bin, err := build(ctx, dir)
+	e.plane, err = testenv.Start(ctx, testenv.Options{
+		Dir:     dir,
+		Canaryd: &testenv.Build{},
+		Sim:     meshsim.Config{Namespaces: []string{namespace}, Seed: 1},
+		// The simulator's warnings go to a file: the terminal is for the story.
+		SimLog: "meshsim.log",
+		Progress: func(te *testenv.Env, s testenv.Step, took time.Duration) {
+			switch s {
+			case testenv.CanarydBuilt:
+				p.printf("%-27s in %.1fs", "built canaryd", took.Seconds())
+			case testenv.ClusterUp:
+				p.printf("%-27s up in %.1fs: etcd, kube-apiserver, controller-manager, scheduler, kwok",
+					"control plane + Prometheus", took.Seconds())
+			case testenv.SimReady:
+				p.printf("%-27s ready, metrics on %s scraped by Prometheus", "mesh simulator", te.Sim.Addr())
+			}
+		},
+	})
 	if err != nil {
 		return e, err
 	}
-	p.printf("%-27s in %.1fs", "built canaryd", time.Since(t0).Seconds())
-
-	t0 = time.Now()
-	e.cluster, err = cluster.Start(ctx, cluster.Options{Dir: filepath.Join(dir, "cluster"), Prometheus: true})
-	if err != nil {
-		return e, fmt.Errorf("starting the local control plane: %w", err)
-	}
-	p.printf("%-27s up in %.1fs: etcd, kube-apiserver, controller-manager, scheduler, kwok",
-		"control plane + Prometheus", time.Since(t0).Seconds())
-	if e.client, err = kubernetes.NewForConfig(e.cluster.RESTConfig); err != nil {
-		return e, fmt.Errorf("kubernetes client: %w", err)
-	}
-	if e.dyn, err = dynamic.NewForConfig(e.cluster.RESTConfig); err != nil {
-		return e, fmt.Errorf("dynamic client: %w", err)
-	}
+	e.cluster, e.client, e.dyn, e.sim = e.plane.Cluster, e.plane.Client, e.plane.Dyn, e.plane.Sim
 	e.prom, err = analysis.NewPrometheus(analysis.Config{
 		Client:         analysis.ClientConfig{Address: e.cluster.Prometheus.URL, Timeout: 2 * time.Second},
 		ScrapeInterval: time.Second,
@@ -91,11 +89,7 @@ func startEnv(ctx context.Context, dir string, p *printer) (e *env, err error) {
 	if err != nil {
 		return e, fmt.Errorf("prometheus client: %w", err)
 	}
-	if err := e.startSim(ctx); err != nil {
-		return e, err
-	}
-	p.printf("%-27s ready, metrics on %s scraped by Prometheus", "mesh simulator", e.sim.Addr())
-	if err := e.startCanaryd(bin); err != nil {
+	if err := e.startCanaryd(e.plane.Canaryd); err != nil {
 		return e, err
 	}
 	p.printf("%-27s running, pid %d", "canaryd", e.proc.Process.Pid)
@@ -115,54 +109,6 @@ func rel(path string) string {
 		return path
 	}
 	return r
-}
-
-// build compiles canaryd from this checkout; the Go build cache makes a
-// second run take a second or two.
-func build(ctx context.Context, dir string) (string, error) {
-	root, err := cluster.RepoRoot()
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "canaryd")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/canaryd")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/canaryd: %w\n%s", err, out)
-	}
-	return bin, nil
-}
-
-func (e *env) startSim(ctx context.Context) error {
-	var err error
-	// The simulator's warnings go to a file: the terminal is for the story.
-	if e.simLog, err = os.Create(filepath.Join(e.dir, "meshsim.log")); err != nil {
-		return fmt.Errorf("mesh simulator log: %w", err)
-	}
-	e.sim, err = meshsim.New(meshsim.Config{
-		RESTConfig:  e.cluster.RESTConfig,
-		TargetsFile: e.cluster.MeshTargetsFile,
-		Namespaces:  []string{namespace},
-		Seed:        1,
-		Logger:      slog.New(slog.NewTextHandler(e.simLog, nil)),
-	})
-	if err != nil {
-		return fmt.Errorf("mesh simulator: %w", err)
-	}
-	simCtx, cancel := context.WithCancel(context.Background())
-	e.stopSim, e.simDone = cancel, make(chan error, 1)
-	go func() { e.simDone <- e.sim.Run(simCtx) }()
-	select {
-	case <-e.sim.Ready():
-		return nil
-	case err := <-e.simDone:
-		e.simDone <- err // for stop
-		return fmt.Errorf("mesh simulator stopped: %w", err)
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-time.After(time.Minute):
-		return errors.New("mesh simulator not ready within a minute")
-	}
 }
 
 // startCanaryd runs canaryd in its own process group, so that Ctrl-C in the
@@ -212,7 +158,7 @@ func (e *env) logTail(n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// stop stops canaryd, then the simulator, then the cluster, and waits for
+// stop stops canaryd, then the simulator and the cluster, and waits for
 // each. It is safe on a partly started env and safe to call twice.
 func (e *env) stop() error {
 	if e.proc != nil {
@@ -226,21 +172,8 @@ func (e *env) stop() error {
 		}
 		e.proc = nil
 	}
-	if e.stopSim != nil {
-		e.stopSim()
-		if err := <-e.simDone; err != nil && !errors.Is(err, context.Canceled) {
-			fmt.Fprintln(os.Stderr, "mesh simulator:", err)
-		}
-		e.stopSim = nil
-	}
-	if e.simLog != nil {
-		_ = e.simLog.Close()
-		e.simLog = nil
-	}
-	if e.cluster != nil {
-		if err := e.cluster.Stop(); err != nil {
-			return fmt.Errorf("stopping the local control plane: %w", err)
-		}
+	if e.plane != nil {
+		return e.plane.Stop()
 	}
 	return nil
 }
