@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -72,7 +73,7 @@ func TestACanaryThatLosesItsEndpointsMidStepIsHeldThenResumes(t *testing.T) {
 	if f.image() != "example.com/web:2.0" {
 		t.Errorf("not promoted: %+v", st)
 	}
-	if got, want := f.auditor.weights(), []int{-1, 0, 100, 200, 0, 200, 500, 1000, 0}; !equalInts(got, want) {
+	if got, want := f.auditor.weights(), []int{-1, 0, 100, 200, 0, 200, 500, 1000, 0}; !slices.Equal(got, want) {
 		t.Errorf("canary weights %v, want %v", got, want)
 	}
 	t.Logf("held at step %d: %s", held.Step, held.Message)
@@ -89,16 +90,4 @@ func TestACanaryThatLosesItsEndpointsMidStepIsHeldThenResumes(t *testing.T) {
 	if on, _ := f.auditor.FirstTraffic(); on.IsZero() {
 		t.Error("the auditor never saw the canary take traffic")
 	}
-}
-
-func equalInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
