@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -152,6 +153,15 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 	return clientcmd.BuildConfigFromFlags("", kubeconfig)
 }
 
+// defaultGCPercent is the collector's target when GOGC is not set: the heap
+// may grow by half its live size between collections, not by all of it.
+// canaryd's heap is almost all long-lived informer caches with a low
+// allocation rate, so collections are cheap and rare either way, while the
+// headroom is most of the process's memory: at 2,000 managed Deployments
+// (test/bench) the live heap was 47 MB and the idle RSS 175 MB with Go's
+// default of 100.
+const defaultGCPercent = 50
+
 func serve(ctx context.Context, args []string) error {
 	o, err := parseFlags(args)
 	if err != nil {
@@ -162,6 +172,9 @@ func serve(ctx context.Context, args []string) error {
 		return err
 	}
 	defer func() { _ = log.Sync() }()
+	if os.Getenv("GOGC") == "" { // an operator's GOGC is applied by the runtime already
+		debug.SetGCPercent(defaultGCPercent)
+	}
 	var checks []analysis.Check
 	if o.checksFile != "" {
 		if checks, err = analysis.LoadChecks(o.checksFile); err != nil {
