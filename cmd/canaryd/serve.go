@@ -34,6 +34,8 @@ import (
 type options struct {
 	kubeconfig, namespaces, listen, logLevel, logFormat string
 	workers                                             int
+	kubeQPS                                             float64
+	kubeBurst                                           int
 	analysisPeriod, analysisTimeout, scrapeInterval     time.Duration
 	hookTimeout                                         time.Duration
 	smiVersion, checksFile, notifyConfig                string
@@ -66,6 +68,8 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "json", "json or console")
 	fs.IntVar(&o.workers, "workers", 4, "Deployments reconciled in parallel")
+	fs.Float64Var(&o.kubeQPS, "kube-api-qps", 50, "steady rate of requests to the API server, per second")
+	fs.IntVar(&o.kubeBurst, "kube-api-burst", 100, "requests to the API server allowed at once above --kube-api-qps")
 	fs.DurationVar(&o.analysisPeriod, "analysis-period", 10*time.Second, "how often to check a canary between step decisions")
 	fs.DurationVar(&o.analysisTimeout, "analysis-timeout", 10*time.Second, "time limit of one check")
 	fs.DurationVar(&o.hookTimeout, "hook-timeout", 10*time.Second, "time limit of one lifecycle webhook request")
@@ -96,6 +100,14 @@ func parseFlags(args []string) (*options, error) {
 	}
 	if err := fs.Parse(args); err != nil {
 		return nil, errUsage
+	}
+	switch {
+	case o.workers < 1:
+		return nil, fmt.Errorf("--workers %d: want at least 1", o.workers)
+	case !(o.kubeQPS > 0):
+		return nil, fmt.Errorf("--kube-api-qps %v: want more than 0", o.kubeQPS)
+	case o.kubeBurst < 1:
+		return nil, fmt.Errorf("--kube-api-burst %d: want at least 1", o.kubeBurst)
 	}
 	if *headers != "" {
 		o.prom.Headers = map[string]string{}
@@ -204,7 +216,7 @@ func serve(ctx context.Context, args []string) error {
 		return fmt.Errorf("kubernetes client configuration: %w", err)
 	}
 	rc.UserAgent = "canaryd/" + Version
-	rc.QPS, rc.Burst = 50, 100
+	rc.QPS, rc.Burst = float32(o.kubeQPS), o.kubeBurst
 	// The controller's clients go through the write fence (armed only under
 	// leader election); the elector keeps a plain client of its own.
 	fence := &writeFence{lease: o.leaseDuration, margin: o.leaseDuration / 7}

@@ -40,6 +40,8 @@ func TestChartRefusesBadValuesNamingTheKey(t *testing.T) {
 		{"a header value with a comma", nil, []string{"prometheus.headers.X-Org=a\\,b"}, "'/prometheus/headers/X-Org'"},
 		{"a bad digest", []string{"image.digest=sha256:zz"}, nil, "'/image/digest'"},
 		{"a privileged port", []string{"metrics.port=80"}, nil, "'/metrics/port'"},
+		{"no API requests allowed", []string{"kubeAPI.qps=0"}, nil, "'/kubeAPI/qps'"},
+		{"a burst of none", []string{"kubeAPI.burst=0"}, nil, "'/kubeAPI/burst'"},
 		{"a PDB in words", []string{"podDisruptionBudget.minAvailable=half"}, nil, "'/podDisruptionBudget/minAvailable'"},
 		{"two replicas without a lease", []string{"leaderElection.enabled=false"}, nil, "replicaCount: more than 1 replica needs leaderElection.enabled=true"},
 		{"two CA sources", []string{"prometheus.tls.caConfigMap=a", "prometheus.tls.caSecret=b"}, nil, "prometheus.tls: set caConfigMap or caSecret, not both"},

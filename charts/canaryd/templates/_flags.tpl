@@ -5,6 +5,8 @@
 - --log-level={{ .Values.logLevel }}
 - --log-format={{ .Values.logFormat }}
 - --workers={{ int64 .Values.workers }}
+- --kube-api-qps={{ .Values.kubeAPI.qps }}
+- --kube-api-burst={{ int64 .Values.kubeAPI.burst }}
 {{- with .Values.watchNamespaces }}
 - --namespaces={{ join "," . }}
 {{- end }}
