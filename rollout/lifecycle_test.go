@@ -178,6 +178,20 @@ func TestACanaryThatLosesItsEndpointsMidStepIsHeldWithADeadline(t *testing.T) {
 		}
 		w.run(time.Second, time.Minute, phaseIs(PhaseSucceeded))
 	})
+	t.Run("a Held status without heldSince (written by hand, or by an older canaryd) is dated now", func(t *testing.T) {
+		w := adopted(t, nil)
+		w.bump("r2")
+		w.run(time.Second, 25*time.Second, func(s Status) bool { return s.Step == 2 && s.Applied })
+		st := w.status()
+		st.Phase, st.HeldSince = PhaseHeld, nil
+		w.o.Annotations[AnnotationStatus] = st.Encode()
+		w.canaryDown = true
+		w.tick() // the weight goes to stable
+		w.tick() // and the step is held for endpoints
+		if st := w.status(); st.Phase != PhaseHeld || st.HeldSince == nil || !strings.HasPrefix(st.Message, noEndpointsPrefix) {
+			t.Fatalf("%+v", st)
+		}
+	})
 	for _, tc := range []struct {
 		policy string
 		end    Phase

@@ -109,8 +109,9 @@ const noEndpointsPrefix = "the canary has no ready endpoint"
 // back within progress-deadline, on-inconclusive decides. When it does, the
 // step starts over with its weight in place.
 func (d *decider) holdForEndpoints() {
-	if d.st.Phase != PhaseHeld {
-		d.st.Phase, d.st.HeldSince = PhaseHeld, stamp(d.o.Now)
+	d.st.Phase = PhaseHeld
+	if d.st.HeldSince == nil {
+		d.st.HeldSince = stamp(d.o.Now)
 	}
 	d.st.Message = fmt.Sprintf("%s: its %dm of step %d/%d stay on stable until it has one", noEndpointsPrefix, d.st.Weight, d.st.Step, len(d.spec.Steps))
 	left := d.st.HeldSince.Add(d.spec.ProgressDeadline).Sub(d.o.Now)
