@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -212,7 +213,7 @@ func (c *Controller) next(ctx context.Context) bool {
 	}
 	defer c.queue.Done(key)
 	start := time.Now()
-	requeue, err := c.sync(ctx, key)
+	requeue, err := c.syncContained(ctx, key)
 	c.metrics.observeSync(time.Since(start), err)
 	var behind behindError
 	switch {
@@ -232,6 +233,21 @@ func (c *Controller) next(ctx context.Context) bool {
 		c.queue.AddAfter(key, requeue)
 	}
 	return true
+}
+
+// syncContained is sync with a panic turned into that key's error: a bug
+// that one Deployment's objects trigger is logged with its stack and
+// retried with backoff for that Deployment alone, instead of ending the
+// process and, restart after restart, every other rollout with it.
+func (c *Controller) syncContained(ctx context.Context, key string) (requeue time.Duration, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			c.log.Error("reconcile panicked; retrying this Deployment with backoff", zap.String("deployment", key),
+				zap.Any("panic", r), zap.String("stack", string(debug.Stack())))
+			requeue, err = 0, fmt.Errorf("reconcile panicked: %v", r)
+		}
+	}()
+	return c.sync(ctx, key)
 }
 
 // noteBehind counts behind-errors in a row for key (reset on success).

@@ -351,3 +351,30 @@ func TestAForeignObjectInTheWayIsReportedNotOverwritten(t *testing.T) {
 		t.Errorf("requeue after %s: a problem retrying cannot fix should not be retried hot", requeue)
 	}
 }
+
+// A panic in one Deployment's reconcile is that Deployment's error, retried
+// with backoff: the process and every other rollout go on.
+func TestAPanicInOneReconcileIsContainedAndRetried(t *testing.T) {
+	r := newRig(t, app(nil)...)
+	notified := 0
+	r.c.cfg.Notify = func(_, _ string, e rollout.Event, _ rollout.Status) {
+		notified++
+		panic("boom on " + e.Reason)
+	}
+	r.c.queue.Add("shop/foo")
+	if !r.c.next(r.ctx) {
+		t.Fatal("the worker stopped")
+	}
+	if notified == 0 {
+		t.Fatal("the rig raised no event, so nothing panicked: the test proves nothing")
+	}
+	if n := r.c.queue.NumRequeues("shop/foo"); n != 1 {
+		t.Errorf("requeues after the panic: %d, want 1 (rate-limited retry)", n)
+	}
+
+	r2 := newRig(t, app(nil)...)
+	r2.c.cfg.Notify = r.c.cfg.Notify
+	if _, err := r2.c.syncContained(r2.ctx, "shop/foo"); err == nil || !strings.Contains(err.Error(), "reconcile panicked: boom on") {
+		t.Errorf("error %v", err)
+	}
+}
