@@ -68,9 +68,10 @@ vuln-if-reachable:
 	else echo "vuln: NOT RUN: the vulnerability database $(VULN_DB) is unreachable from this machine; run make vuln where it is, or VULN_DB=file:///path/to/mirror"; fi
 
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzParseSpec$$' -fuzztime $(FUZZTIME) ./rollout
-	@for f in $$($(GO) test -list '^Fuzz' ./analysis | grep '^Fuzz'); do \
-		echo "fuzz $$f"; $(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) ./analysis || exit 1; \
+	@for pkg in ./rollout ./analysis; do \
+		for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+			echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+		done; \
 	done
 
 GOLANGCI_VERSION := v2.15.0

@@ -27,6 +27,7 @@ func Decide(o Observed) Decision {
 	if err != nil {
 		return invalid(st, err)
 	}
+	st.fillTimes(o.Now)
 	d := &decider{o: o, spec: spec, prev: st, st: st}
 	d.st.Message = ""
 	if st.Phase == "" {

@@ -9,7 +9,7 @@ import (
 	"github.com/canaryd/canaryd/analysis"
 )
 
-func adopted(t *testing.T, ann map[string]string) *world {
+func adopted(t testing.TB, ann map[string]string) *world {
 	t.Helper()
 	w := newWorld(t, ann)
 	w.run(time.Second, 5*time.Second, func(s Status) bool { return s.Phase == PhaseIdle && w.weight != nil })

@@ -91,7 +91,31 @@ func ParseStatus(v string) (Status, error) {
 	if err := json.Unmarshal([]byte(v), &s); err != nil {
 		return Status{}, fmt.Errorf("%s: not canaryd's JSON: %w", AnnotationStatus, err)
 	}
+	switch s.Phase {
+	case "", PhaseIdle, PhaseWaiting, PhaseProgressing, PhaseHeld, PhaseWaitingPromotion, PhasePromoting,
+		PhaseSucceeded, PhaseRollingBack, PhaseFailed:
+	default:
+		return Status{}, fmt.Errorf("%s: phase %q is not one of canaryd's", AnnotationStatus, s.Phase)
+	}
 	return s, nil
+}
+
+// fillTimes dates what a status canaryd did not write itself (edited by
+// hand, or by an older canaryd) lacks but its phase counts from: from now,
+// which can delay a step or a deadline, never bring one forward.
+func (s *Status) fillTimes(now time.Time) {
+	switch s.Phase {
+	case PhaseProgressing, PhaseHeld, PhaseWaitingPromotion, PhasePromoting, PhaseRollingBack:
+		if s.StartedAt == nil {
+			s.StartedAt = stamp(now)
+		}
+		if s.StepStartedAt == nil {
+			s.StepStartedAt = stamp(now)
+		}
+	}
+	if s.Phase == PhaseHeld && s.HeldSince == nil {
+		s.HeldSince = stamp(now)
+	}
 }
 
 // Encode renders the status annotation. Equal statuses encode equally, which

@@ -14,7 +14,7 @@ import (
 // the Deployment controller, the ReplicaSets and the endpoints catch up one
 // tick later. It checks DESIGN.md's invariants on every tick.
 type world struct {
-	t   *testing.T
+	t   testing.TB
 	now time.Time
 	o   Observed
 	// verdict answers every planned check; nil answers none.
@@ -40,7 +40,7 @@ type world struct {
 	checks     int
 }
 
-func newWorld(t *testing.T, annotations map[string]string) *world {
+func newWorld(t testing.TB, annotations map[string]string) *world {
 	t.Helper()
 	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 	w := &world{t: t, now: now, hashes: map[string]string{"r1": "h1"}}
