@@ -91,6 +91,13 @@ type Analyzer interface {
 	Analyze(ctx context.Context, t Target) Result
 }
 
+// ScrapeProber is an Analyzer that can also tell how many of a Deployment's
+// pods Prometheus scrapes (Prom can): the controller asks before a canary's
+// first traffic, which the analysis can only judge once it is scraped.
+type ScrapeProber interface {
+	Scraped(ctx context.Context, namespace, deployment string) (int, error)
+}
+
 // Sequential reports one canary-vs-stable sequential test (see the package
 // doc): on the share of bad outcomes (failed responses, or responses slower
 // than a latency bound) accumulated from Target.Since to Target.Now.

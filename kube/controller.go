@@ -46,6 +46,10 @@ type Config struct {
 	AnalysisPeriod time.Duration
 	// AnalysisTimeout bounds one check (default 10s).
 	AnalysisTimeout time.Duration
+	// NoScrapeGate gives a ready canary its first traffic without asking
+	// Prometheus whether it scrapes the canary's pods yet. The gate needs an
+	// Analyzer that is also an analysis.ScrapeProber.
+	NoScrapeGate bool
 	// HookTimeout bounds one lifecycle webhook request (default 10s).
 	HookTimeout time.Duration
 	// SMIVersion is the TrafficSplit version written: v1alpha1 (default,

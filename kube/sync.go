@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/canaryd/canaryd/analysis"
 	"github.com/canaryd/canaryd/rollout"
 )
 
@@ -77,6 +78,19 @@ func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error
 	o, err := c.observe(foo, enabled)
 	if err != nil {
 		return 0, err
+	}
+	if canary, ok := rollout.PlanScrape(o); ok && !c.cfg.NoScrapeGate {
+		if sp, ok := c.cfg.Analyzer.(analysis.ScrapeProber); ok {
+			actx, cancel := context.WithTimeout(ctx, c.cfg.AnalysisTimeout)
+			n, err := sp.Scraped(actx, o.Namespace, canary)
+			cancel()
+			if err != nil {
+				o.ScrapeError = err.Error()
+			} else {
+				o.CanaryScraped = &n
+			}
+			c.log.Debug("canary scraped", zap.String("deployment", key), zap.Int("pods", n), zap.Error(err))
+		}
 	}
 	if target, ok := rollout.PlanCheck(o); ok {
 		actx, cancel := context.WithTimeout(ctx, c.cfg.AnalysisTimeout)

@@ -114,6 +114,25 @@ func offboard(o Observed, st Status) Decision {
 	return Decision{Status: st, Desired: ds, Events: events}
 }
 
+// PlanScrape says whether the controller should ask Prometheus how many of
+// the canary's pods it scrapes, and names the canary Deployment: at step 0,
+// once the canary is ready and before it takes any traffic (walk.go,
+// canaryScraped). A controller that cannot ask leaves the gate open.
+func PlanScrape(o Observed) (string, bool) {
+	if !o.Enabled || o.RouteBlocked != "" {
+		return "", false
+	}
+	st, err := ParseStatus(o.Annotations[AnnotationStatus])
+	if err != nil || (st.Phase != PhaseProgressing && st.Phase != PhaseHeld) || st.Step != 0 || o.Revision != st.Revision {
+		return "", false
+	}
+	spec, err := ParseSpec(o.Annotations, o.Defaults)
+	if err != nil || len(spec.Steps) == 0 || !canaryReady(o, st, need(spec.Steps[0], o.Replicas)) {
+		return "", false
+	}
+	return o.Name + "-canary", true
+}
+
 // PlanCheck says whether an analysis is due for this snapshot, and of what.
 // The controller runs it and passes the result to Decide as Observed.Check.
 //

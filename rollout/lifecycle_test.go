@@ -216,6 +216,54 @@ func TestACanaryThatLosesItsEndpointsMidStepIsHeldWithADeadline(t *testing.T) {
 	}
 }
 
+// The canary gets its first traffic only once Prometheus scrapes its pods:
+// before that, its requests would be invisible to the analysis.
+func TestTheCanaryTakesNoTrafficUntilPrometheusScrapesIt(t *testing.T) {
+	t.Run("scraped after a few seconds: step 1 waits for it", func(t *testing.T) {
+		w := adopted(t, nil)
+		scrapedAt := time.Time{}
+		w.scrape = func() (int, string) {
+			if scrapedAt.IsZero() {
+				scrapedAt = w.now.Add(4 * time.Second) // discovery passes the new pod on later
+			}
+			if w.now.Before(scrapedAt) {
+				return 0, ""
+			}
+			return 1, ""
+		}
+		w.bump("r2")
+		w.run(time.Second, 3*time.Second, func(s Status) bool {
+			return strings.HasPrefix(s.Message, "waiting for Prometheus to scrape the canary: 0/1")
+		})
+		if *w.weight != 0 {
+			t.Fatalf("canary weight %dm before Prometheus scrapes it", *w.weight)
+		}
+		w.run(time.Second, 10*time.Second, func(s Status) bool { return s.Step == 1 })
+		if w.now.Before(scrapedAt) {
+			t.Errorf("step 1 at %s, before the canary was scraped at %s", w.now.Format(time.TimeOnly), scrapedAt.Format(time.TimeOnly))
+		}
+		w.run(time.Second, time.Minute, phaseIs(PhaseSucceeded))
+		if w.scrapes == 0 || w.scrapes > 10 {
+			t.Errorf("%d scrape probes, want a few at step 0 and none after", w.scrapes)
+		}
+	})
+	t.Run("Prometheus unreachable: step 0 holds, and past the deadline on-inconclusive decides", func(t *testing.T) {
+		w := adopted(t, map[string]string{KeyOnInconclusive: "rollback", KeyProgressDeadline: "1m"})
+		w.scrape = func() (int, string) { return 0, "connection refused" }
+		w.bump("r2")
+		w.run(time.Second, 3*time.Second, func(s Status) bool { return strings.Contains(s.Message, "connection refused") })
+		w.run(time.Second, 2*time.Minute, phaseIs(PhaseFailed))
+		if !w.hasEvent("RolledBack") {
+			t.Errorf("no RolledBack event in %v", w.reasons())
+		}
+		for _, c := range w.promotedTo {
+			if c == "r2" {
+				t.Error("r2 promoted without ever being scraped")
+			}
+		}
+	})
+}
+
 // Reconciling a snapshot that already reflects canaryd's own writes either
 // moves on because it observes them (a gated stage) or writes nothing: within
 // a few reconciles, with no other change in the cluster, it reaches a state

@@ -39,6 +39,12 @@ type Observed struct {
 	// empty when nothing blocks it. Decide then moves no weight (route.go).
 	RouteBlocked string
 
+	// CanaryScraped is how many of foo-canary's pods Prometheus scraped at
+	// its last scrape, when PlanScrape asked; nil when it did not ask.
+	CanaryScraped *int
+	// ScrapeError says why that could not be learnt (Prometheus down).
+	ScrapeError string
+
 	// Check is the verdict of the analysis PlanCheck asked for; nil when no
 	// check was due.
 	Check *analysis.Result

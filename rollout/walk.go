@@ -140,6 +140,9 @@ func (d *decider) step0() {
 	want := need(d.spec.Steps[0], o.Replicas)
 	c := o.Canary
 	if canaryReady(o, d.st, want) {
+		if !d.canaryScraped(want) {
+			return
+		}
 		if d.st.PreRollout != d.st.Revision {
 			if !d.gate(HookPreRollout) {
 				d.checkStepDeadline("the pre-rollout webhook did not say yes")
@@ -157,6 +160,31 @@ func (d *decider) step0() {
 	}
 	d.st.Message = fmt.Sprintf("waiting for the canary: %d/%d ready", ready, want)
 	d.checkStepDeadline(fmt.Sprintf("canary not ready (%d/%d ready)", ready, want))
+}
+
+// scrapeRecheck is how soon to look again while waiting for Prometheus to
+// scrape the canary: a scrape interval or a few, not an analysis period.
+const scrapeRecheck = time.Second
+
+// canaryScraped gates the canary's first traffic on Prometheus scraping its
+// pods. A new pod is scraped only once Prometheus's service discovery has
+// passed it on — seconds after it is ready, and never if it is not meshed or
+// no scrape job matches it — and until then its requests are invisible to
+// the analysis: a bad canary would serve them unjudged. Without an answer
+// (the controller did not ask: PlanScrape) the gate is open.
+func (d *decider) canaryScraped(want int32) bool {
+	o := d.o
+	switch {
+	case o.ScrapeError != "":
+		d.st.Message = "cannot tell yet whether Prometheus scrapes the canary: " + truncate(o.ScrapeError, 200)
+	case o.CanaryScraped == nil || int32(*o.CanaryScraped) >= want:
+		return true
+	default:
+		d.st.Message = fmt.Sprintf("waiting for Prometheus to scrape the canary: %d/%d pods scraped", *o.CanaryScraped, want)
+	}
+	d.checkStepDeadline("the canary's pods not scraped by Prometheus")
+	d.wake(scrapeRecheck)
+	return false
 }
 
 // checkStepDeadline acts per on-inconclusive once step 0 has taken longer

@@ -20,8 +20,12 @@ type world struct {
 	// verdict answers every planned check; nil answers none.
 	verdict func(analysis.Target) *analysis.Result
 	// hook answers every planned webhook call; nil answers yes.
-	hook  func(HookCall) *HookResult
-	calls []HookCall
+	hook func(HookCall) *HookResult
+	// scrape answers every planned scrape probe (pods scraped, or an error);
+	// nil does not ask, as a controller without a Prometheus would not.
+	scrape  func() (int, string)
+	scrapes int
+	calls   []HookCall
 
 	hashes     map[string]string // revision → pod-template-hash
 	canaryRev  string
@@ -90,6 +94,15 @@ func (w *world) tick() Decision {
 	w.observe()
 	o := w.o
 	o.Now = w.now
+	if _, ok := PlanScrape(o); ok && w.scrape != nil {
+		w.scrapes++
+		n, err := w.scrape()
+		if err != "" {
+			o.ScrapeError = err
+		} else {
+			o.CanaryScraped = &n
+		}
+	}
 	if target, ok := PlanCheck(o); ok && w.verdict != nil {
 		o.Check = w.verdict(target)
 		o.LastProbe = w.now

@@ -46,6 +46,7 @@ type options struct {
 	leaseNamespace, leaseName                           string
 	leaseDuration                                       time.Duration
 	pprof                                               bool
+	noScrapeGate                                        bool
 	httpRouteVersion                                    string
 	httpRouteRequireAccepted                            bool
 }
@@ -74,6 +75,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.DurationVar(&o.analysisTimeout, "analysis-timeout", 10*time.Second, "time limit of one check")
 	fs.DurationVar(&o.hookTimeout, "hook-timeout", 10*time.Second, "time limit of one lifecycle webhook request")
 	fs.DurationVar(&o.scrapeInterval, "scrape-interval", analysis.DefaultScrapeInterval, "Prometheus's scrape interval of the Linkerd proxies")
+	scrapeGate := fs.Bool("scrape-gate", true, "give a ready canary its first traffic only once Prometheus scrapes its pods (up{namespace,deployment} == 1)")
 	fs.StringVar(&o.smiVersion, "smi-version", "v1alpha1", "TrafficSplit version to write: v1alpha1 (milli weights) or v1alpha2")
 	fs.StringVar(&o.httpRouteVersion, "httproute-version", "", "HTTPRoute API to write: gateway.networking.k8s.io/v1, gateway.networking.k8s.io/v1beta1 or policy.linkerd.io/v1beta3; empty: the first served")
 	fs.BoolVar(&o.httpRouteRequireAccepted, "httproute-require-accepted", false, "count an HTTPRoute's weights as applied only once its status says Accepted (needs Linkerd's policy controller)")
@@ -101,6 +103,7 @@ func parseFlags(args []string) (*options, error) {
 	if err := fs.Parse(args); err != nil {
 		return nil, errUsage
 	}
+	o.noScrapeGate = !*scrapeGate
 	switch {
 	case o.workers < 1:
 		return nil, fmt.Errorf("--workers %d: want at least 1", o.workers)
@@ -243,7 +246,7 @@ func serve(ctx context.Context, args []string) error {
 	ctrl, err := kube.New(kube.Config{
 		Notify: notifyHook,
 		Client: client, Dynamic: dyn, Namespaces: namespaces, Defaults: defaults, Analyzer: analyzer,
-		AnalysisPeriod: o.analysisPeriod, AnalysisTimeout: o.analysisTimeout, HookTimeout: o.hookTimeout, SMIVersion: o.smiVersion,
+		AnalysisPeriod: o.analysisPeriod, AnalysisTimeout: o.analysisTimeout, NoScrapeGate: o.noScrapeGate, HookTimeout: o.hookTimeout, SMIVersion: o.smiVersion,
 		Workers: o.workers, Log: log,
 		HTTPRouteVersion: o.httpRouteVersion, HTTPRouteRequireAccepted: o.httpRouteRequireAccepted,
 	})
