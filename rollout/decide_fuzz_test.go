@@ -43,6 +43,13 @@ func FuzzDecide(f *testing.F) {
 		if ready > 0 {
 			o.Canary = &Canary{Revision: []string{"r1", "r2", "r3"}[int(ready)%3], Replicas: int32(ready % 5), Ready: int32(canaryEP % 5), Current: ready%2 == 0}
 		}
+		switch canaryEP % 3 { // the step-0 scrape probe: not asked, a count, or an error
+		case 1:
+			n := int(stableEP % 3)
+			o.CanaryScraped = &n
+		case 2:
+			o.ScrapeError = "fuzz: connection refused"
+		}
 		if v := verdicts[int(verdict)%len(verdicts)]; v != "" {
 			o.Check = &analysis.Result{Verdict: v, Final: verdict%2 == 0, NotWorse: verdict%3 == 0, Reason: "fuzz"}
 		}
