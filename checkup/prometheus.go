@@ -64,7 +64,30 @@ func (r *run) prometheus(ctx context.Context) {
 	}
 	r.add(CatPrometheus, OK, fmt.Sprintf("Prometheus holds Linkerd proxy metrics (%s of %s)",
 		plural(total, "response_total series"), plural(len(series), "deployment")), "", "")
+	r.scrapeLabels(ctx, prom)
 	r.targets(series)
+}
+
+// upQuery counts scrape targets whose `up` carries a deployment label.
+const upQuery = `count(up{deployment!=""})`
+
+// scrapeLabels checks what the step-0 scrape gate reads: canaryd gives a
+// canary traffic only once up{namespace,deployment} says Prometheus scrapes
+// it. Target relabelling (linkerd-viz's) labels up; metric relabelling,
+// which some setups use instead, does not, and every canary would hold.
+func (r *run) scrapeLabels(ctx context.Context, prom *analysis.Prom) {
+	v, err := prom.Query(ctx, "scrape targets with a deployment label", upQuery)
+	if err != nil {
+		r.add(CatPrometheus, Fail, "cannot count scrape targets", err.Error(), "")
+		return
+	}
+	if vec, ok := v.(model.Vector); ok && len(vec) == 1 && vec[0].Value > 0 {
+		r.add(CatPrometheus, OK, fmt.Sprintf("Prometheus labels its scrape targets by deployment (%s)", plural(int(vec[0].Value), "target")), "", "")
+		return
+	}
+	r.add(CatPrometheus, Fail, "no scrape target's up series has a deployment label",
+		"canaryd gives a canary traffic only once up{namespace,deployment=\"<name>-canary\"} == 1, so every canary would hold at step 0",
+		"add namespace and deployment by target relabelling (relabel_configs, as linkerd-viz does), or run canaryd with --scrape-gate=false")
 }
 
 // targets checks that each opted-in Deployment has inbound proxy series:
