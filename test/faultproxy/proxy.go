@@ -317,9 +317,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	rec := &statusRecorder{ResponseWriter: w}
+	// Counted as soon as the status is known, before it reaches the client:
+	// a client that saw its write answered then sees it in Stats too.
+	rec := &statusRecorder{ResponseWriter: w, onStatus: func(code int) { p.done(target, write, pl.delay > 0, code) }}
 	p.rp.ServeHTTP(rec, r)
-	p.done(target, write, pl.delay > 0, rec.status())
+	rec.report(rec.status())
 }
 
 // forwardAndLose carries the request out upstream and throws the answer away.
@@ -345,13 +347,23 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 // that watches keep streaming.
 type statusRecorder struct {
 	http.ResponseWriter
-	code int
+	code     int
+	onStatus func(code int) // called once, before the status is sent on
+	reported bool
+}
+
+func (s *statusRecorder) report(code int) {
+	if !s.reported {
+		s.reported = true
+		s.onStatus(code)
+	}
 }
 
 func (s *statusRecorder) WriteHeader(code int) {
 	if s.code == 0 {
 		s.code = code
 	}
+	s.report(s.code)
 	s.ResponseWriter.WriteHeader(code)
 }
 
@@ -359,6 +371,7 @@ func (s *statusRecorder) Write(b []byte) (int, error) {
 	if s.code == 0 {
 		s.code = http.StatusOK
 	}
+	s.report(s.code)
 	return s.ResponseWriter.Write(b)
 }
 
