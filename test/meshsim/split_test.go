@@ -8,6 +8,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 )
 
@@ -164,5 +165,38 @@ func TestApexWithoutSplitSendsToItself(t *testing.T) {
 	}
 	if got, ok := st[Route{ns, "quiet", "quiet"}]; ok {
 		t.Errorf("quiet got traffic %+v, want none", got)
+	}
+}
+
+// After an API server outage the pod cache can lag behind the EndpointSlices
+// for tens of seconds (client-go reflectors reconnect with backoff): a ready
+// endpoint whose pod the cache lacks is read from the API server, not
+// dropped, so its requests are not counted as finding no endpoint.
+func TestAnEndpointWhosePodTheCacheLacksIsReadLive(t *testing.T) {
+	var c cluster
+	pods := c.workload("web", 1, nil)
+	c.service("web", ann(annRPS, "100"), true, pods...)
+	s, kube := c.start(t, Config{Seed: 1})
+	forget := func() { // the pod cache loses the pod; the slice still names it
+		for _, st := range s.watch.stores[kindPod] {
+			if err := st.Delete(pods[0]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s.watch.gen.Add(1)
+	}
+	forget()
+	run(s, 10*time.Second)
+	if st := s.Stats()[Route{ns, "web", "web"}]; st.Requests != 1000 || st.NoEndpoint != 0 {
+		t.Fatalf("with the pod only in the API server: %+v, want 1000 requests and none without an endpoint", st)
+	}
+	// And a pod that is gone from the API server too is still no endpoint.
+	if err := kube.CoreV1().Pods(ns).Delete(t.Context(), pods[0].Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	forget()
+	run(s, 10*time.Second)
+	if st := s.Stats()[Route{ns, "web", "web"}]; st.NoEndpoint == 0 {
+		t.Fatalf("a pod gone from the API server still served: %+v", st)
 	}
 }
