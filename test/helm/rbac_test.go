@@ -119,7 +119,17 @@ func rbacScenario(t *testing.T, c *cluster.Cluster, bin, mode string, namespaced
 	for _, v := range a.audit.Violations() {
 		t.Errorf("invariant broken: %s", v)
 	}
-	reasons := a.eventReasons()
+	// Events are sent by the recorder after the status write that decided
+	// them, asynchronously: the last one may still be on its way.
+	var reasons map[string]int
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		reasons = a.eventReasons()
+		if reasons["Promoted"] > 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 	for _, r := range []string{"Adopted", "RolloutStarted", "StepAdvanced", "Promoted"} {
 		if reasons[r] == 0 {
 			t.Errorf("no %s Event (events: %v): the recorder was refused or never ran", r, reasons)
