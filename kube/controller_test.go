@@ -35,6 +35,7 @@ type rig struct {
 	dyn    *dynamicfake.FakeDynamicClient
 	rec    *record.FakeRecorder
 	ctx    context.Context
+	now    *time.Time // the controller's clock
 }
 
 type passAnalyzer struct{}
@@ -55,8 +56,9 @@ func newRig(t *testing.T, objs ...runtime.Object) *rig {
 	rec := record.NewFakeRecorder(100)
 	defaults := rollout.DefaultSpec()
 	defaults.Interval = 10 * time.Second
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 	c, err := New(Config{Client: client, Dynamic: dyn, Analyzer: passAnalyzer{}, Defaults: defaults, Recorder: rec,
-		Clock: func() time.Time { return time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC) }})
+		Clock: func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +69,7 @@ func newRig(t *testing.T, objs ...runtime.Object) *rig {
 	if !cache.WaitForCacheSync(ctx.Done(), s.synced...) {
 		t.Fatal("caches did not sync")
 	}
-	return &rig{t: t, c: c, client: client, dyn: dyn, rec: rec, ctx: ctx}
+	return &rig{t: t, c: c, client: client, dyn: dyn, rec: rec, ctx: ctx, now: &now}
 }
 
 // sync reconciles foo and waits until the caches have seen the writes.

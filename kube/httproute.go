@@ -82,6 +82,10 @@ type httpRouteRouter struct {
 
 func (r *httpRouteRouter) gvr() schema.GroupVersionResource { return r.res }
 
+// gatedByAcceptance: weights count as in place only once the route's status
+// says Accepted, not when the write succeeds.
+func (r *httpRouteRouter) gatedByAcceptance() bool { return r.requireAccepted }
+
 // routeRule is one rule of canaryd's route, reduced to what canaryd sets.
 type routeRule struct {
 	// cond is the rule's match in a normal form ("" for the default rule

@@ -152,17 +152,20 @@ func (c *Controller) apply(ctx context.Context, w *writer, o rollout.Observed, d
 			return err
 		}
 	}
+	spec, _ := rollout.ParseSpec(o.Annotations, o.Defaults)
+	apex := parent{Name: spec.Service}
+	if apex.Name == "" {
+		apex.Name = w.foo.Name
+	}
+	if dec.RouteFirst && ds != nil && !ds.Offboard && c.routeTakesEffectOnWrite(spec.Router) {
+		return c.applyRouteFirst(ctx, w, o, dec, spec.Router, apex)
+	}
 	if err := w.patchFoo(ctx, dec, offboardDone); err != nil {
 		return err
 	}
 	c.emit(w.foo, dec.Events, dec.Status)
 	if ds == nil || offboardDone {
 		return nil
-	}
-	spec, _ := rollout.ParseSpec(o.Annotations, o.Defaults)
-	apex := parent{Name: spec.Service}
-	if apex.Name == "" {
-		apex.Name = w.foo.Name
 	}
 	if ds.Offboard {
 		if ds.DeleteSplit {
@@ -190,6 +193,53 @@ func (c *Controller) apply(ctx context.Context, w *writer, o rollout.Observed, d
 	// that is required): any other router's object goes now, not sooner, so
 	// the apex is never without a route that works.
 	return c.deleteRoutes(ctx, w.s, w.foo.Namespace, w.foo.Name, spec.Router)
+}
+
+// applyRouteFirst carries out a step the stored status announced
+// (Decision.RouteFirst): the route first, then the status, which records the
+// step as applied from the moment the route write succeeded. The step's
+// critical path is one write, and the whole step two. If the route write
+// fails, the status is written as an intent instead and the step goes on the
+// usual way (the route follows it on the next reconcile).
+func (c *Controller) applyRouteFirst(ctx context.Context, w *writer, o rollout.Observed, dec rollout.Decision, routerName string, apex parent) error {
+	ds := dec.Desired
+	if err := w.applyCanary(ctx, ds, o.Revision); err != nil {
+		return asConflict(err)
+	}
+	ports, err := w.applyServices(ctx, ds, apex.Name)
+	if err != nil {
+		return asConflict(err)
+	}
+	apex.Ports = ports
+	if _, err := c.applySplit(ctx, w, routerName, apex, ds.Weight); err != nil {
+		if errors.Is(err, errStale) || apierrors.IsConflict(err) {
+			return err // decided from a stale view: decide again, nothing written
+		}
+		if perr := w.patchFoo(ctx, dec, false); perr != nil {
+			return errors.Join(err, perr)
+		}
+		c.emit(w.foo, dec.Events, dec.Status)
+		return err
+	}
+	dec.Status.MarkApplied(time.Now())
+	if err := w.patchFoo(ctx, dec, false); err != nil {
+		// The route carries the step; the next reconcile adopts it.
+		return err
+	}
+	c.emit(w.foo, dec.Events, dec.Status)
+	return nil
+}
+
+// routeTakesEffectOnWrite: a successful write of the router's object is the
+// weight in place. Not so for an HTTPRoute whose weights count only once
+// its status says Accepted (--httproute-require-accepted).
+func (c *Controller) routeTakesEffectOnWrite(routerName string) bool {
+	r, ok := c.routers[routerName]
+	if !ok {
+		return false
+	}
+	g, gated := r.(interface{ gatedByAcceptance() bool })
+	return !gated || !g.gatedByAcceptance()
 }
 
 // applySplit makes the chosen router's object carry weight. It reports

@@ -58,6 +58,8 @@ type decider struct {
 	events  []Event
 	remove  []string
 	requeue time.Duration
+	// advanced: this decision takes the next step (advance).
+	advanced bool
 }
 
 func (d *decider) decision() Decision {
@@ -75,7 +77,19 @@ func (d *decider) decision() Decision {
 		d.warnUnpaused()
 		d.holdNewSplit()
 	}
-	return Decision{Status: d.st, Desired: d.desired, Events: d.events, RemoveAnnotations: d.remove, RequeueAfter: d.requeue}
+	return Decision{Status: d.st, Desired: d.desired, Events: d.events, RemoveAnnotations: d.remove,
+		RequeueAfter: d.requeue, RouteFirst: d.routeFirst()}
+}
+
+// routeFirst: the decision takes exactly the step the stored status
+// announced, from the weight observed in place to the one the route will
+// carry, so the status write may follow the route's (Decision.RouteFirst).
+func (d *decider) routeFirst() bool {
+	next, ok := d.prev.Announced()
+	ds, o := d.desired, d.o
+	return d.advanced && ok && next == d.st.Weight && next != d.prev.Weight && d.st.Step == d.prev.Step+1 &&
+		ds != nil && !ds.Offboard && !ds.SkipSplit && ds.Weight == d.st.Weight &&
+		o.Weight != nil && *o.Weight == d.prev.Weight && d.prev.Revision == o.Revision
 }
 
 func (d *decider) event(reason, format string, args ...any) {

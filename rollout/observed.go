@@ -130,4 +130,12 @@ type Decision struct {
 	// RequeueAfter is when to look again if nothing changes before; 0: only
 	// on the next change.
 	RequeueAfter time.Duration
+	// RouteFirst: this decision takes the step the stored status announced
+	// (Status.Announced), so its intent is written already. The controller
+	// may write the route before the status, and then record the step as
+	// applied from the moment the route write succeeded (Status.MarkApplied):
+	// one write on the step's critical path and two per step in all, instead
+	// of the status, the route and a second status write. A controller that
+	// cannot tell when a route write takes effect ignores it.
+	RouteFirst bool
 }

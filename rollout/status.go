@@ -81,6 +81,25 @@ type Check struct {
 	Reason      string           `json:"reason,omitempty"`
 }
 
+// Announced is the weight a Progressing or Held status announces for its
+// next step: the rollout's next step once its current one is in place (the
+// status records the steps it walks). A check that passes at the due time
+// moves the canary there, and because the status said so before, the route
+// may change before the status records the step (Decision.RouteFirst).
+func (s Status) Announced() (int, bool) {
+	if (s.Phase != PhaseProgressing && s.Phase != PhaseHeld) || !s.Applied ||
+		s.StepStartedAt == nil || s.Step < 1 || s.Step >= len(s.Steps) {
+		return 0, false
+	}
+	return s.Steps[s.Step], true
+}
+
+// MarkApplied records the step's weight as in place since at: the
+// controller's clock when the route write that carried it succeeded.
+func (s *Status) MarkApplied(at time.Time) {
+	s.StepStartedAt, s.Applied = stamp(at), true
+}
+
 // ParseStatus reads the status annotation. An empty value is a Deployment
 // canaryd has not adopted yet.
 func ParseStatus(v string) (Status, error) {

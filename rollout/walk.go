@@ -41,6 +41,9 @@ func (d *decider) walk() {
 		d.step0()
 		return
 	}
+	if d.adoptAnnounced() {
+		return
+	}
 	if o.Weight == nil || *o.Weight != d.st.Weight {
 		// The step's time counts from when its weight is in place: if the
 		// write after the decision was lost (a crash, a failed write), the
@@ -272,7 +275,32 @@ func (d *decider) advance(c *analysis.Result) {
 	}
 	d.st.Step++
 	d.st.Weight, d.st.StepStartedAt, d.st.Applied = next, stamp(d.o.Now), false
+	d.advanced = true
 	d.event("StepAdvanced", "step %d/%d: canary weight %dm (%s)", d.st.Step, n, next, c.Reason)
+}
+
+// adoptAnnounced: the route already carries the weight the status announced
+// for the next step, after the step's due time. Only canaryd's RouteFirst
+// write puts it there, after a passing check; the status write that was to
+// follow was lost (a crash, a conflict). The step is taken as applied from
+// now, which can make it last longer than interval, never shorter; going
+// back to the old weight would lower the canary's traffic without passing
+// through 0. It reports whether the step was adopted and the walk is done.
+func (d *decider) adoptAnnounced() bool {
+	o := d.o
+	next, ok := d.st.Announced()
+	if !ok || o.Weight == nil || *o.Weight != next || *o.Weight == d.st.Weight ||
+		o.Now.Before(d.st.StepStartedAt.Add(d.spec.Interval)) {
+		return false
+	}
+	d.st.Step++
+	d.st.Weight = next
+	d.st.MarkApplied(o.Now)
+	d.st.Phase, d.st.HeldSince = PhaseProgressing, nil
+	d.event("StepAdvanced", "step %d/%d: canary weight %dm found in place (its status write was lost); the step counts from now",
+		d.st.Step, len(d.st.Steps), next)
+	d.wakeForCheck(d.st.StepStartedAt.Add(d.spec.Interval))
+	return true
 }
 
 func (d *decider) checkHeldDeadline() {

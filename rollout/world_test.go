@@ -39,6 +39,10 @@ type world struct {
 	// loseWrites drops this many routing writes after a status write, as a
 	// controller killed between the two would.
 	loseWrites int
+	// loseStatus drops this many status writes that follow a RouteFirst
+	// route write, as a controller killed between the two would.
+	loseStatus int
+	routeFirst int // RouteFirst decisions carried out route first
 	events     []Event
 	promotedTo []string // revisions foo rolled to
 	checks     int
@@ -160,6 +164,31 @@ func (w *world) stays(step, d time.Duration, cond func(Status) bool) {
 }
 
 func (w *world) apply(dec Decision) {
+	if dec.RouteFirst {
+		// As the controller does: the route, then the status recording the
+		// step as applied from the route write's success.
+		w.routeFirst++
+		lost := w.loseWrites > 0
+		w.applyDesired(dec)
+		if lost {
+			// The route write failed: the controller writes the intent
+			// instead, and the step goes on the intent-first way.
+			w.applyStatus(dec)
+			return
+		}
+		if w.loseStatus > 0 {
+			w.loseStatus--
+			return
+		}
+		dec.Status.MarkApplied(w.now)
+		w.applyStatus(dec)
+		return
+	}
+	w.applyStatus(dec)
+	w.applyDesired(dec)
+}
+
+func (w *world) applyStatus(dec Decision) {
 	a := maps.Clone(w.o.Annotations)
 	a[AnnotationStatus] = dec.Status.Encode()
 	for _, k := range dec.RemoveAnnotations {
@@ -167,6 +196,9 @@ func (w *world) apply(dec Decision) {
 	}
 	w.o.Annotations = a
 	w.events = append(w.events, dec.Events...)
+}
+
+func (w *world) applyDesired(dec Decision) {
 	ds := dec.Desired
 	if ds == nil {
 		return
