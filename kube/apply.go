@@ -80,14 +80,24 @@ func (w *writer) patchFoo(ctx context.Context, dec rollout.Decision, removeStatu
 	w.writes++
 	w.fresh = true
 	w.foo = updated
+	w.c.noteWritten(foo.Namespace+"/"+foo.Name, updated.ResourceVersion)
 	return nil
 }
 
 // ensureFresh guards writes derived from a status that was not just written:
 // if the cached foo is older than the API server's, a decision from it could
 // undo a newer one, so we give up this round and wait for the cache.
+//
+// A cached foo at the version canaryd's own last write produced holds
+// canaryd's last decision, which is what such a write could undo; it needs no
+// read. A newer change by someone else (a command, an edit) is then met by
+// the status write that follows, which carries that version and conflicts.
 func (w *writer) ensureFresh(ctx context.Context) error {
 	if w.fresh {
+		return nil
+	}
+	if w.c.holdsOwnWrite(w.foo.Namespace+"/"+w.foo.Name, w.foo.ResourceVersion) {
+		w.fresh = true
 		return nil
 	}
 	live, err := w.c.cfg.Client.AppsV1().Deployments(w.foo.Namespace).Get(ctx, w.foo.Name, metav1.GetOptions{})

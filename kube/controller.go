@@ -88,6 +88,9 @@ type Controller struct {
 	probes map[string]time.Time  // last analysis per key: paces probes only
 	posted map[string]postedHook // last post-rollout notice per key
 	behind map[string]int        // behind-errors in a row per key
+	// written is foo's resourceVersion after canaryd's last write of it, per
+	// key: a cached foo at that version holds canaryd's last decision.
+	written map[string]string
 
 	synced chan struct{}
 }
@@ -137,6 +140,7 @@ func New(cfg Config) (*Controller, error) {
 		probes:  map[string]time.Time{},
 		posted:  map[string]postedHook{},
 		behind:  map[string]int{},
+		written: map[string]string{},
 		synced:  make(chan struct{}),
 		metrics: newMetrics(),
 		hooks:   newHookCaller(cfg.HookTimeout),
@@ -264,6 +268,26 @@ func (c *Controller) noteBehind(key string, behind bool) int {
 	}
 	c.behind[key]++
 	return c.behind[key]
+}
+
+// noteWritten records the resourceVersion canaryd's own write gave foo.
+func (c *Controller) noteWritten(key, resourceVersion string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if resourceVersion == "" {
+		delete(c.written, key)
+		return
+	}
+	c.written[key] = resourceVersion
+}
+
+// holdsOwnWrite: the cached foo is the version canaryd's last write of it
+// produced, so it carries canaryd's last decision (see ensureFresh).
+func (c *Controller) holdsOwnWrite(key, resourceVersion string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v, ok := c.written[key]
+	return ok && resourceVersion != "" && v == resourceVersion
 }
 
 func (c *Controller) behindStreak(key string) int {

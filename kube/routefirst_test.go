@@ -154,3 +154,43 @@ func TestAFailedRouteWriteLeavesTheIntentInstead(t *testing.T) {
 		t.Errorf("writes: %v", got)
 	}
 }
+
+// ensureFresh needs no live read when the cached foo is the version
+// canaryd's own last write produced, and reads (and finds the cache behind)
+// when it is not.
+func TestOwnLastWriteProvesTheCacheCurrent(t *testing.T) {
+	r := newRig(t, app(nil)...)
+	r.sync()
+	r.sync()
+	foo := r.foo()
+	foo.Annotations["team"] = "payments"
+	foo.ResourceVersion = "999"
+	dep := schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}
+	if err := r.client.Tracker().Update(dep, foo, "shop"); err != nil {
+		t.Fatal(err)
+	}
+	gets := func() int {
+		n := 0
+		for _, a := range r.client.Actions() {
+			if a.GetVerb() == "get" && a.GetResource().Resource == "deployments" {
+				n++
+			}
+		}
+		return n
+	}
+	cached := r.c.mustCached(t, "foo")
+	cached.ResourceVersion = "7"
+
+	r.c.noteWritten("shop/foo", "7")
+	before := gets()
+	w := &writer{c: r.c, s: r.c.sets[""], foo: cached}
+	if err := w.ensureFresh(r.ctx); err != nil || gets() != before {
+		t.Fatalf("cache at our own last write: err %v, %d live reads", err, gets()-before)
+	}
+
+	r.c.noteWritten("shop/foo", "6") // our last write is not what the cache holds
+	w = &writer{c: r.c, s: r.c.sets[""], foo: cached}
+	if err := w.ensureFresh(r.ctx); !errors.Is(err, errStale) || gets() != before+1 {
+		t.Fatalf("cache not at our own last write: err %v, %d live reads; want errStale after one", err, gets()-before)
+	}
+}

@@ -329,6 +329,7 @@ type postedHook struct {
 
 func (c *Controller) forget(key string) {
 	c.setProbe(key, time.Time{})
+	c.noteWritten(key, "")
 	c.setProbe("hook/"+key, time.Time{})
 	c.metrics.forget(key)
 }
