@@ -37,7 +37,8 @@ type plan struct {
 
 // override applies the environment's knobs, for running part of the suite:
 // CANARYD_BENCH_ONLY=detect|scale, CANARYD_BENCH_NS=500,2000 (no push
-// beyond), CANARYD_BENCH_WAVES=n, CANARYD_BENCH_TRIALS=n, and
+// beyond), CANARYD_BENCH_WAVES=n, CANARYD_BENCH_STAGGERED=n (waves with
+// the starts spread over one interval), CANARYD_BENCH_TRIALS=n, and
 // CANARYD_BENCH_REPORT=dir for the report, CANARYD_BENCH_ALT=none to skip
 // the second measurement of every N with tuned settings, or e.g.
 // CANARYD_BENCH_ALT=workers=16,GOMEMLIMIT=100MiB to choose them. (And
@@ -84,11 +85,11 @@ func (p *plan) override() error {
 	for _, knob := range []struct {
 		env string
 		to  *int
-	}{{"CANARYD_BENCH_WAVES", &p.scale.Waves}, {"CANARYD_BENCH_TRIALS", &p.trials}} {
+	}{{"CANARYD_BENCH_WAVES", &p.scale.Waves}, {"CANARYD_BENCH_TRIALS", &p.trials}, {"CANARYD_BENCH_STAGGERED", &p.scale.StaggeredWaves}} {
 		if v := os.Getenv(knob.env); v != "" {
 			n, err := strconv.Atoi(v)
-			if err != nil || n < 1 {
-				return fmt.Errorf("%s=%q: want a whole number of at least 1", knob.env, v)
+			if err != nil || n < 0 || (n == 0 && knob.env != "CANARYD_BENCH_STAGGERED") {
+				return fmt.Errorf("%s=%q: want a whole number of at least 1 (CANARYD_BENCH_STAGGERED: 0 or more)", knob.env, v)
 			}
 			*knob.to = n
 		}
@@ -111,7 +112,7 @@ func smokePlan(t *testing.T) plan {
 func fullPlan() plan {
 	dir := "report"
 	return plan{mode: "full", nodes: 8, trials: 30, lanes: 10, goodInterval: 10 * time.Second, detectInterval: 30 * time.Second,
-		scale: ScaleConfig{Ns: []int{100, 500, 1000, 2000}, PushStep: 1000, PushMax: 6000, Waves: 2, Interval: 5 * time.Second, RPS: 40,
+		scale: ScaleConfig{Ns: []int{100, 500, 1000, 2000}, PushStep: 1000, PushMax: 6000, Waves: 2, StaggeredWaves: 1, Interval: 5 * time.Second, RPS: 40,
 			IdleWindow: 20 * time.Second, WaveTimeout: 5 * time.Minute, Profile: true, ProfileDir: filepath.Join(dir, "profiles"),
 			// The second measurement of every N: more workers for a queue
 			// that waits on I/O, and a soft memory limit for the collector.

@@ -74,6 +74,7 @@ func (r Report) writeScale(b *strings.Builder, dir string) error {
 		p("RSS is about twice the live heap: Go's collector lets the heap grow to twice the live data before collecting (GOGC=100), and memory freed after start-up's full LISTs goes back to the OS only gradually.")
 		p("")
 	}
+	r.writeStaggered(b)
 	r.writeAlt(b)
 	r.writeAPI(b)
 	r.writeComponents(b)
@@ -338,6 +339,40 @@ func (r Report) writeAlt(b *strings.Builder) {
 			f0(m(func(w WaveResult) float64 { return w.QueueMax })), f2(m(func(w WaveResult) float64 { return w.CPUPct })),
 			f2(m(func(w WaveResult) float64 { return w.RSSMaxMB })), f2(m(func(w WaveResult) float64 { return w.CheckMeanS })),
 			f2(m(func(w WaveResult) float64 { return w.WriteLatency })), conv, roll, brk)
+	}
+	p("")
+}
+
+// writeStaggered: the same rollouts with their starts spread over one
+// interval, so their steps fall due spread out rather than in one second.
+func (r Report) writeStaggered(b *strings.Builder) {
+	if r.ScaleCfg.StaggeredWaves == 0 {
+		return
+	}
+	p := func(format string, args ...any) { fmt.Fprintf(b, format+"\n", args...) }
+	p("**Staggered starts.** The waves above bump every rolling Deployment in the same second, so all their steps fall due in the same second: the worst case, a burst. Releases of independent teams start at independent times; %d more wave(s) per N, with canaryd's defaults, bump the same Deployments one after another, evenly over one interval (%s). As many roll at once; their steps fall due spread over the interval.", r.ScaleCfg.StaggeredWaves, r.ScaleCfg.Interval)
+	p("")
+	p("| N | rolling | step lag p50 s | p99 s | held steps | writes per step advance | queue max | CPU rolling %% | machine busy %% | converged | step lag p99 within %g s |", Targets.LagP99)
+	p("|---|---|---|---|---|---|---|---|---|---|---|")
+	for _, s := range r.Scale {
+		if len(s.Staggered) == 0 {
+			continue
+		}
+		conv, roll, held := 0, 0, 0
+		for _, w := range s.Staggered {
+			conv, roll, held = conv+w.Converged, roll+w.Rolling, held+w.Held
+		}
+		m := s.StaggeredMedian
+		p99 := m(func(w WaveResult) float64 { return w.LagP99 })
+		ok := "yes"
+		if p99 > Targets.LagP99 {
+			ok = "no"
+		}
+		p("| %d | %d | %s | %s | %d | %s | %s | %s | %s | %d/%d | %s |", s.N, s.Rolling,
+			f2(m(func(w WaveResult) float64 { return w.LagP50 })), f2(p99), held,
+			f2(m(func(w WaveResult) float64 { return Median(w.AdvanceWrites) })),
+			f0(m(func(w WaveResult) float64 { return w.QueueMax })), f2(m(func(w WaveResult) float64 { return w.CPUPct })),
+			f0(m(func(w WaveResult) float64 { return w.MachineBusy })), conv, roll, ok)
 	}
 	p("")
 }

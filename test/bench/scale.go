@@ -20,14 +20,19 @@ type ScaleConfig struct {
 	// PushStep and PushMax: after Ns, keep adding PushStep Deployments while
 	// every target holds, up to PushMax (0: no push).
 	PushStep, PushMax int
-	Waves             int           // rolling waves per N; figures are their medians
-	Interval          time.Duration // canaryd.io/interval of every Deployment
-	RPS               float64       // apex traffic of each rolling Deployment
-	IdleWindow        time.Duration // how long idle CPU is measured
-	WaveTimeout       time.Duration
-	Profile           bool   // capture pprof CPU and heap profiles at every N
-	ProfileDir        string // where profiles go
-	Workers           int    // canaryd --workers (0: canaryd's default)
+	Waves             int // rolling waves per N; figures are their medians
+	// StaggeredWaves run after Waves at every N: the same rollouts, their
+	// images bumped one after another, evenly over one Interval, instead of
+	// all in the same second. As many roll at once; their steps fall due
+	// spread over the interval, as independent teams' releases do.
+	StaggeredWaves int
+	Interval       time.Duration // canaryd.io/interval of every Deployment
+	RPS            float64       // apex traffic of each rolling Deployment
+	IdleWindow     time.Duration // how long idle CPU is measured
+	WaveTimeout    time.Duration
+	Profile        bool   // capture pprof CPU and heap profiles at every N
+	ProfileDir     string // where profiles go
+	Workers        int    // canaryd --workers (0: canaryd's default)
 	// Alt, when set, measures every N again with canaryd restarted with
 	// other settings (idle memory and CPU, then the waves): the effect of
 	// those knobs on the same cluster, in the same run.
@@ -49,6 +54,7 @@ type ScaleResult struct {
 	Idle       Idle         // after a fresh start with N managed
 	Alt        Idle         // with ScaleConfig.Alt
 	AltWaves   []WaveResult // with ScaleConfig.Alt
+	Staggered  []WaveResult // ScaleConfig.StaggeredWaves, canaryd's defaults
 	Profiles   []string
 	Broken     []string // targets broken
 }
@@ -197,7 +203,7 @@ func (s *scaleRun) runN(ctx context.Context, n int) (ScaleResult, error) {
 		r.Profiles = append(r.Profiles, r.Idle.profile)
 	}
 	for w := 1; w <= s.cfg.Waves; w++ {
-		wr, err := s.wave(ctx, n, w, rollingKeys)
+		wr, err := s.wave(ctx, n, w, rollingKeys, 0)
 		if err != nil {
 			return r, err
 		}
@@ -205,6 +211,15 @@ func (s *scaleRun) runN(ctx context.Context, n int) (ScaleResult, error) {
 		r.Profiles = append(r.Profiles, wr.profile...)
 		logf("scale: N = %d wave %d: %d/%d converged in %s, lag p50 %.3f s p99 %.3f s, %.2f writes/step, CPU %.1f %%, queue max %.0f",
 			n, w, wr.Converged, wr.Rolling, wr.Duration.Round(time.Second), wr.LagP50, wr.LagP99, wr.WritesPerStep, wr.CPUPct, wr.QueueMax)
+	}
+	for w := 1; w <= s.cfg.StaggeredWaves; w++ {
+		wr, err := s.wave(ctx, n, 0, rollingKeys, s.cfg.Interval)
+		if err != nil {
+			return r, err
+		}
+		r.Staggered = append(r.Staggered, wr)
+		logf("scale: N = %d staggered wave %d: %d/%d converged in %s, lag p50 %.3f s p99 %.3f s, %.2f writes/step advance, CPU %.1f %%, queue max %.0f",
+			n, w, wr.Converged, wr.Rolling, wr.Duration.Round(time.Second), wr.LagP50, wr.LagP99, Median(wr.AdvanceWrites), wr.CPUPct, wr.QueueMax)
 	}
 	r.Broken = broken(r)
 	if alt := s.cfg.Alt; alt != nil {
@@ -221,7 +236,7 @@ func (s *scaleRun) runN(ctx context.Context, n int) (ScaleResult, error) {
 			return r, err
 		}
 		for w := 1; w <= s.cfg.Waves; w++ {
-			wr, err := s.wave(ctx, n, 0, rollingKeys)
+			wr, err := s.wave(ctx, n, 0, rollingKeys, 0)
 			if err != nil {
 				return r, err
 			}
@@ -231,6 +246,15 @@ func (s *scaleRun) runN(ctx context.Context, n int) (ScaleResult, error) {
 		}
 	}
 	return r, nil
+}
+
+// StaggeredMedian is Median over the staggered waves.
+func (r ScaleResult) StaggeredMedian(f func(WaveResult) float64) float64 {
+	var xs []float64
+	for _, w := range r.Staggered {
+		xs = append(xs, f(w))
+	}
+	return Median(xs)
 }
 
 // AltMedian is Median over the waves with ScaleConfig.Alt.
@@ -252,6 +276,9 @@ func broken(r ScaleResult) []string {
 	}
 	if r.Median(func(w WaveResult) float64 { return w.LagP99 }) > Targets.LagP99 {
 		out = append(out, "step lag p99")
+	}
+	if len(r.Staggered) > 0 && r.StaggeredMedian(func(w WaveResult) float64 { return w.LagP99 }) > Targets.LagP99 {
+		out = append(out, "step lag p99 (staggered)")
 	}
 	// A step is a step advance: its status write(s) and its split write.
 	// Every write of a rollout divided by its weight changes is reported

@@ -16,13 +16,16 @@ import (
 // through its steps and promoted.
 type WaveResult struct {
 	Rolling, Converged, Failed int
-	FailReasons                []string      // why each failed rollout failed
-	Duration                   time.Duration // bump to the last one Succeeded
-	CPUPct, RSSMaxMB           float64       // canaryd, over the wave
-	Lags                       []float64     // seconds, one per timed step
-	LagP50, LagP99             float64
-	Held                       int // steps that held (inconclusive) before advancing: not timed
-	Steps                      int // weight changes written
+	// Stagger: the images were bumped one after another over this time
+	// (0: all at once).
+	Stagger          time.Duration
+	FailReasons      []string      // why each failed rollout failed
+	Duration         time.Duration // bump to the last one Succeeded
+	CPUPct, RSSMaxMB float64       // canaryd, over the wave
+	Lags             []float64     // seconds, one per timed step
+	LagP50, LagP99   float64
+	Held             int // steps that held (inconclusive) before advancing: not timed
+	Steps            int // weight changes written
 	// OddSequences are rollouts whose weights were not exactly 100m, 200m,
 	// 500m, 1000m, 0 (a promoted rollout must write each once, in order).
 	OddSequences []string
@@ -55,8 +58,10 @@ type WaveResult struct {
 
 var writeVerbs = map[string]bool{"create": true, "update": true, "patch": true, "delete": true, "deletecollection": true}
 
-func (s *scaleRun) wave(ctx context.Context, n, w int, keys []string) (WaveResult, error) {
-	wr := WaveResult{Rolling: len(keys)}
+// wave bumps every rolling Deployment's image, all at once (stagger 0) or
+// one after another evenly over stagger, and follows them to the end.
+func (s *scaleRun) wave(ctx context.Context, n, w int, keys []string, stagger time.Duration) (WaveResult, error) {
+	wr := WaveResult{Rolling: len(keys), Stagger: stagger}
 	d := s.daemon
 	pids := map[string]string{"canaryd": strconv.Itoa(d.Pid()), "bench (meshsim, watches)": "self"}
 	for name, pid := range s.env.Cluster.Pids() {
@@ -120,9 +125,22 @@ func (s *scaleRun) wave(ctx context.Context, n, w int, keys []string) (WaveResul
 	for _, k := range keys {
 		rolling = append(rolling, byKey[k])
 	}
-	err = parallel(rolling, 16, func(a App) error {
+	deploy := func(a App) error {
 		return a.Deploy(ctx, s.env.Client, "example.com/"+a.Name+image, map[string]string{"bench/wave": strconv.Itoa(s.waves)})
-	})
+	}
+	if stagger > 0 {
+		err = nil
+		for i, a := range rolling {
+			if d := time.Until(bump.Add(stagger * time.Duration(i) / time.Duration(len(rolling)))); d > 0 {
+				time.Sleep(d)
+			}
+			if err = deploy(a); err != nil {
+				break
+			}
+		}
+	} else {
+		err = parallel(rolling, 16, deploy)
+	}
 	if err != nil {
 		close(stop)
 		wg.Wait()
