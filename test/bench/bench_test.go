@@ -41,7 +41,8 @@ type plan struct {
 // the starts spread over one interval), CANARYD_BENCH_TRIALS=n, and
 // CANARYD_BENCH_REPORT=dir for the report, CANARYD_BENCH_ALT=none to skip
 // the second measurement of every N with tuned settings, or e.g.
-// CANARYD_BENCH_ALT=workers=16,GOMEMLIMIT=100MiB to choose them. (And
+// CANARYD_BENCH_ALT=workers=16,GOMEMLIMIT=100MiB,--kube-api-qps=200 to
+// choose them (a key starting with -- is a canaryd flag). (And
 // CANARYD_BENCH_RERENDER=dir/results.json renders a run's report again.)
 func (p *plan) override() error {
 	if v := os.Getenv("CANARYD_BENCH_REPORT"); v != "" {
@@ -62,6 +63,8 @@ func (p *plan) override() error {
 				return fmt.Errorf("CANARYD_BENCH_ALT=%q: workers=%q: want a whole number of at least 1", v, val)
 			case k == "workers":
 				alt.Workers = n
+			case strings.HasPrefix(k, "--"):
+				alt.Flags = append(alt.Flags, k+"="+val)
 			default:
 				alt.Env = append(alt.Env, k+"="+val)
 			}

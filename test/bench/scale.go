@@ -72,6 +72,7 @@ func (r ScaleResult) Median(f func(WaveResult) float64) float64 {
 type AltConfig struct {
 	Workers int      // --workers
 	Env     []string // e.g. GOMEMLIMIT=100MiB
+	Flags   []string // more of canaryd's flags, e.g. --kube-api-qps=200
 }
 
 func (a AltConfig) String() string {
@@ -79,6 +80,7 @@ func (a AltConfig) String() string {
 	if a.Workers > 0 {
 		parts = append(parts, fmt.Sprintf("--workers %d", a.Workers))
 	}
+	parts = append(parts, a.Flags...)
 	return strings.Join(append(parts, a.Env...), ", ")
 }
 
@@ -224,7 +226,7 @@ func (s *scaleRun) runN(ctx context.Context, n int) (ScaleResult, error) {
 	r.Broken = broken(r)
 	if alt := s.cfg.Alt; alt != nil {
 		s.daemon.Stop()
-		d, err := s.startDaemonWith(ctx, n, alt.Workers, alt.Env)
+		d, err := s.startDaemonWith(ctx, n, alt.Workers, alt.Env, alt.Flags...)
 		if err != nil {
 			return r, err
 		}
@@ -299,11 +301,12 @@ func (s *scaleRun) startDaemon(ctx context.Context, n int) (*Daemon, error) {
 	return s.startDaemonWith(ctx, n, s.cfg.Workers, nil)
 }
 
-func (s *scaleRun) startDaemonWith(ctx context.Context, n, workers int, env []string) (*Daemon, error) {
+func (s *scaleRun) startDaemonWith(ctx context.Context, n, workers int, env []string, flags ...string) (*Daemon, error) {
 	args := []string{"--default-min-requests", "5", "--pprof"}
 	if workers > 0 {
 		args = append(args, "--workers", strconv.Itoa(workers))
 	}
+	args = append(args, flags...)
 	return s.env.StartCanarydWithEnv(ctx, "scale-N"+strconv.Itoa(n), env, args...)
 }
 
