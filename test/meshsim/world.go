@@ -44,6 +44,7 @@ type world struct {
 	apexes   []*apex             // sorted by key, so that request generation is deterministic
 	backends map[svcKey][]podKey // ready endpoints of each Service, sorted
 	pods     map[podKey]*podInfo // meshed pods
+	cached   map[podKey]bool     // every pod the cache held at the build, meshed or not
 }
 
 type apex struct {
@@ -77,7 +78,7 @@ var systemNamespaces = map[string]bool{"kube-system": true, "kube-public": true,
 
 // buildWorld reads every cache once and assembles a snapshot. Odd objects are logged once and skipped.
 func (s *Sim) buildWorld() *world {
-	w := &world{backends: map[svcKey][]podKey{}, pods: map[podKey]*podInfo{}}
+	w := &world{backends: map[svcKey][]podKey{}, pods: map[podKey]*podInfo{}, cached: map[podKey]bool{}}
 
 	rsByKey := map[podKey]*appsv1.ReplicaSet{}
 	for _, o := range s.watch.list(kindReplicaSet) {
@@ -88,7 +89,11 @@ func (s *Sim) buildWorld() *world {
 	byIP := map[string]podKey{}
 	for _, o := range s.watch.list(kindPod) {
 		pod, ok := o.(*corev1.Pod)
-		if !ok || !meshed(pod) {
+		if !ok {
+			continue
+		}
+		w.cached[podKey{pod.Namespace, pod.Name}] = true
+		if !meshed(pod) {
 			continue
 		}
 		p := s.podInfo(pod, rsByKey)
@@ -247,7 +252,10 @@ func (s *Sim) addEndpoints(w *world, es *discoveryv1.EndpointSlice, byIP map[str
 			continue
 		}
 		if _, meshedPod := w.pods[pk]; !meshedPod {
-			if pod := s.livePod(pk); pod != nil && meshed(pod) {
+			// Only a pod the cache lacks is read live: one it holds unmeshed
+			// (most of the scale benchmark's) would cost a read per endpoint
+			// on every rebuild.
+			if pod := s.livePodIfUncached(w, pk); pod != nil && meshed(pod) {
 				w.pods[pk] = s.podInfo(pod, rsByKey)
 			} else {
 				// A ready endpoint we cannot attribute to a meshed pod: no proxy of ours would count the request.
@@ -265,6 +273,13 @@ func (s *Sim) addEndpoints(w *world, es *discoveryv1.EndpointSlice, byIP map[str
 // watch can come back long before the pods': the chaos suite saw every
 // request of two apps find "no ready endpoint" for 22 s that way, while
 // their pods were ready and their slices said so. nil when it cannot be read.
+func (s *Sim) livePodIfUncached(w *world, pk podKey) *corev1.Pod {
+	if w.cached[pk] {
+		return nil
+	}
+	return s.livePod(pk)
+}
+
 func (s *Sim) livePod(pk podKey) *corev1.Pod {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
