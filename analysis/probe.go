@@ -3,6 +3,7 @@ package analysis
 import (
 	"context"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/prometheus/common/model"
@@ -17,21 +18,35 @@ func (p *Prom) Query(ctx context.Context, name, q string) (model.Value, error) {
 }
 
 // Scraped counts the pods of deployment in namespace whose last scrape by
-// Prometheus succeeded: `up` carries the same target labels (namespace,
-// deployment from the Linkerd scrape job's relabelling) as the proxy metrics
-// the analysis reads, so a pod counted here is a pod the analysis can see.
-func (p *Prom) Scraped(ctx context.Context, namespace, deployment string) (int, error) {
-	q := fmt.Sprintf("count(up{namespace=%s,deployment=%s} == 1)", quote(namespace), quote(deployment))
+// Prometheus succeeded, and says when the latest of those scrapes was (zero
+// with none): `up` carries the same target labels (namespace, deployment
+// from the Linkerd scrape job's relabelling) as the proxy metrics the
+// analysis reads, so a pod counted here is a pod the analysis can see. A
+// target is scraped at a fixed phase of the interval, so the time also
+// tells when its next scrapes will be.
+func (p *Prom) Scraped(ctx context.Context, namespace, deployment string) (int, time.Time, error) {
+	// timestamp() gives a sample's own time only when applied to a selector
+	// (of an expression such as `up == 1` it gives the evaluation time), so
+	// the filter goes on the other side of `and`.
+	sel := fmt.Sprintf("up{namespace=%s,deployment=%s}", quote(namespace), quote(deployment))
+	q := fmt.Sprintf("timestamp(%s) and %s == 1", sel, sel)
 	v, err := p.client.query(ctx, "pods of "+deployment+" scraped", q, time.Time{})
 	if err != nil {
-		return 0, err
+		return 0, time.Time{}, err
 	}
 	vec, ok := v.(model.Vector)
 	if !ok {
-		return 0, fmt.Errorf("pods of %s scraped: want a vector, got %s", deployment, v.Type())
+		return 0, time.Time{}, fmt.Errorf("pods of %s scraped: want a vector, got %s", deployment, v.Type())
 	}
-	if len(vec) == 0 {
-		return 0, nil // no pod scraped: count() of nothing is no sample
+	var last time.Time
+	for _, smp := range vec {
+		f := float64(smp.Value)
+		if math.IsNaN(f) || math.IsInf(f, 0) {
+			continue
+		}
+		if at := time.UnixMilli(int64(math.Round(f * 1000))).UTC(); at.After(last) {
+			last = at
+		}
 	}
-	return int(vec[0].Value), nil
+	return len(vec), last, nil
 }

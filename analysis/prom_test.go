@@ -447,3 +447,26 @@ func TestClientTLSAndTokenFile(t *testing.T) {
 		})
 	}
 }
+
+func TestScrapedCountsThePodsAndSaysWhenTheLatestWasScraped(t *testing.T) {
+	f := newFake("foo-canary", "foo")
+	f.custom["timestamp(up{"] = `{"resultType":"vector","result":[` +
+		`{"metric":{"pod":"a"},"value":[1700000010,"1700000007.25"]},` +
+		`{"metric":{"pod":"b"},"value":[1700000010,"1700000009.5"]}]}`
+	srv := f.start(t)
+	p, err := NewPrometheus(Config{Client: ClientConfig{Address: srv.URL}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, last, err := p.Scraped(t.Context(), "shop", "foo-canary")
+	if err != nil || n != 2 || !last.Equal(time.UnixMilli(1700000009500)) {
+		t.Fatalf("Scraped: %d pods, last %s, err %v; want 2 pods, last at 1700000009.5", n, last, err)
+	}
+	if q := f.queries[len(f.queries)-1]; q != `timestamp(up{namespace="shop",deployment="foo-canary"}) and up{namespace="shop",deployment="foo-canary"} == 1` {
+		t.Errorf("query %s", q)
+	}
+	delete(f.custom, "timestamp(up{")
+	if n, last, err := p.Scraped(t.Context(), "shop", "foo-canary"); err != nil || n != 0 || !last.IsZero() {
+		t.Fatalf("nothing scraped: %d pods, last %s, err %v", n, last, err)
+	}
+}

@@ -92,10 +92,11 @@ type Analyzer interface {
 }
 
 // ScrapeProber is an Analyzer that can also tell how many of a Deployment's
-// pods Prometheus scrapes (Prom can): the controller asks before a canary's
-// first traffic, which the analysis can only judge once it is scraped.
+// pods Prometheus scrapes, and when it last did (Prom can): the controller
+// asks before a canary's first traffic, which the analysis can only judge
+// once it is scraped, and places its probes just after the canary's scrapes.
 type ScrapeProber interface {
-	Scraped(ctx context.Context, namespace, deployment string) (int, error)
+	Scraped(ctx context.Context, namespace, deployment string) (pods int, last time.Time, err error)
 }
 
 // Sequential reports one canary-vs-stable sequential test (see the package

@@ -50,6 +50,11 @@ type Config struct {
 	// Prometheus whether it scrapes the canary's pods yet. The gate needs an
 	// Analyzer that is also an analysis.ScrapeProber.
 	NoScrapeGate bool
+	// ScrapeInterval is Prometheus's scrape interval of the proxies. With the
+	// scrape probe's answer (when it last scraped the canary) the probes
+	// between step decisions run just after the canary's scrapes; zero
+	// leaves them a period apart wherever they fall.
+	ScrapeInterval time.Duration
 	// HookTimeout bounds one lifecycle webhook request (default 10s).
 	HookTimeout time.Duration
 	// SMIVersion is the TrafficSplit version written: v1alpha1 (default,

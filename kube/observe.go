@@ -55,6 +55,8 @@ func (c *Controller) observe(foo *appsv1.Deployment, enabled bool) (rollout.Obse
 		Revision:       RevisionOf(&foo.Spec.Template),
 		AnalysisPeriod: c.cfg.AnalysisPeriod,
 		LastProbe:      c.lastProbe(foo.Namespace + "/" + foo.Name),
+		ScrapedAt:      c.lastProbe("scraped/" + foo.Namespace + "/" + foo.Name),
+		ScrapeInterval: c.cfg.ScrapeInterval,
 		LastHook:       c.lastProbe("hook/" + foo.Namespace + "/" + foo.Name),
 		Rollout: rollout.DeploymentRollout{
 			ObservedCurrent: foo.Status.ObservedGeneration >= foo.Generation,

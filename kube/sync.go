@@ -82,12 +82,16 @@ func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error
 	if canary, ok := rollout.PlanScrape(o); ok && !c.cfg.NoScrapeGate {
 		if sp, ok := c.cfg.Analyzer.(analysis.ScrapeProber); ok {
 			actx, cancel := context.WithTimeout(ctx, c.cfg.AnalysisTimeout)
-			n, err := sp.Scraped(actx, o.Namespace, canary)
+			n, last, err := sp.Scraped(actx, o.Namespace, canary)
 			cancel()
 			if err != nil {
 				o.ScrapeError = err.Error()
 			} else {
 				o.CanaryScraped = &n
+			}
+			if !last.IsZero() {
+				c.setProbe("scraped/"+key, last)
+				o.ScrapedAt = last
 			}
 			c.log.Debug("canary scraped", zap.String("deployment", key), zap.Int("pods", n), zap.Error(err))
 		}
@@ -331,6 +335,7 @@ func (c *Controller) forget(key string) {
 	c.setProbe(key, time.Time{})
 	c.noteWritten(key, "")
 	c.setProbe("hook/"+key, time.Time{})
+	c.setProbe("scraped/"+key, time.Time{})
 	c.metrics.forget(key)
 }
 

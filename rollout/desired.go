@@ -170,7 +170,7 @@ func PlanCheck(o Observed) (analysis.Target, bool) {
 		period = o.AnalysisPeriod
 	}
 	dueNow := !o.Now.Before(due) && last.Before(due)
-	if !dueNow && o.Now.Sub(last) < period {
+	if !dueNow && o.Now.Before(nextProbe(o, last, period)) {
 		return analysis.Target{}, false
 	}
 	return analysis.Target{

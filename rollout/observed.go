@@ -60,6 +60,51 @@ type Observed struct {
 	// AnalysisPeriod is how often to probe between step decisions, so that a
 	// conclusive failure stops the canary without waiting for the step's end.
 	AnalysisPeriod time.Duration
+	// ScrapedAt is when Prometheus scraped one of foo-canary's pods, as the
+	// scrape probe last learnt (memory, like LastProbe: it only places the
+	// probes; zero when unknown). Prometheus scrapes a target at a fixed
+	// phase of ScrapeInterval, so with both the probes between step
+	// decisions run just after the canary's scrapes, when its newest
+	// requests have just become visible, instead of up to an interval later.
+	ScrapedAt      time.Time
+	ScrapeInterval time.Duration
+}
+
+// probeMargin is how long after a scrape a probe runs: the scrape's samples
+// carry its start time and are queryable once it is appended.
+func probeMargin(interval time.Duration) time.Duration {
+	return min(interval/4, 500*time.Millisecond)
+}
+
+// nextProbe is when the next probe between step decisions is due after one
+// at last: a period later, or, with the canary's scrape phase known, just
+// after the scrape nearest to that (half an interval either way), and never
+// at last again. Once on the phase, probes stay on it however late each ran
+// by a little; the first one aligned comes at most half an interval early.
+func nextProbe(o Observed, last time.Time, period time.Duration) time.Time {
+	at := last.Add(period)
+	iv := o.ScrapeInterval
+	if o.ScrapedAt.IsZero() || iv <= 0 || last.IsZero() {
+		return at
+	}
+	t := onPhase(o.ScrapedAt.Add(probeMargin(iv)), iv, at.Add(-iv/2))
+	if !t.After(last) {
+		t = onPhase(t, iv, last.Add(1))
+	}
+	return t
+}
+
+// onPhase is the first time base + k·iv (k any integer) at or after x.
+func onPhase(base time.Time, iv time.Duration, x time.Time) time.Time {
+	k := x.Sub(base) / iv
+	t := base.Add(k * iv)
+	for t.Before(x) {
+		t = t.Add(iv)
+	}
+	for !t.Add(-iv).Before(x) {
+		t = t.Add(-iv)
+	}
+	return t
 }
 
 // DeploymentRollout is the part of a Deployment's status that says whether

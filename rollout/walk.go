@@ -337,11 +337,25 @@ func (d *decider) onDeadline(why string) {
 // wakeForCheck asks to be woken for the next probe or the step's due time.
 func (d *decider) wakeForCheck(due time.Time) {
 	period := d.period()
-	if left := due.Sub(d.o.Now); left > 0 && left < period {
+	next := period
+	if !d.o.ScrapedAt.IsZero() {
+		// The probe just made (if any) is the last; the next is placed
+		// after a scrape of the canary (nextProbe, as PlanCheck gates it).
+		last := d.o.LastProbe
+		if d.o.Check != nil {
+			last = d.o.Now
+		} else if c := d.prev.LastCheck; c != nil && c.Time.After(last) {
+			last = c.Time
+		}
+		if !last.IsZero() {
+			next = nextProbe(d.o, last, period).Sub(d.o.Now)
+		}
+	}
+	if left := due.Sub(d.o.Now); left > 0 && left < next {
 		d.wake(left)
 		return
 	}
-	d.wake(period)
+	d.wake(next)
 }
 
 func (d *decider) period() time.Duration {

@@ -246,7 +246,7 @@ func serve(ctx context.Context, args []string) error {
 	ctrl, err := kube.New(kube.Config{
 		Notify: notifyHook,
 		Client: client, Dynamic: dyn, Namespaces: namespaces, Defaults: defaults, Analyzer: analyzer,
-		AnalysisPeriod: o.analysisPeriod, AnalysisTimeout: o.analysisTimeout, NoScrapeGate: o.noScrapeGate, HookTimeout: o.hookTimeout, SMIVersion: o.smiVersion,
+		AnalysisPeriod: o.analysisPeriod, AnalysisTimeout: o.analysisTimeout, NoScrapeGate: o.noScrapeGate, ScrapeInterval: o.scrapeInterval, HookTimeout: o.hookTimeout, SMIVersion: o.smiVersion,
 		Workers: o.workers, Log: log,
 		HTTPRouteVersion: o.httpRouteVersion, HTTPRouteRequireAccepted: o.httpRouteRequireAccepted,
 	})
