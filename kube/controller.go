@@ -60,7 +60,7 @@ type Config struct {
 	// SMIVersion is the TrafficSplit version written: v1alpha1 (default,
 	// milli weights) or v1alpha2 (integer percent).
 	SMIVersion string
-	Workers    int           // default 4
+	Workers    int           // default 16
 	Resync     time.Duration // informer resync (default 10m)
 	Log        *zap.Logger
 	Clock      func() time.Time // default time.Now
@@ -126,7 +126,7 @@ func New(cfg Config) (*Controller, error) {
 		cfg.Defaults.SMITotal = 1000
 	}
 	if cfg.Workers <= 0 {
-		cfg.Workers = 4
+		cfg.Workers = 16
 	}
 	if cfg.Resync <= 0 {
 		cfg.Resync = 10 * time.Minute

@@ -117,9 +117,9 @@ func fullPlan() plan {
 	return plan{mode: "full", nodes: 8, trials: 30, lanes: 10, goodInterval: 10 * time.Second, detectInterval: 30 * time.Second,
 		scale: ScaleConfig{Ns: []int{100, 500, 1000, 2000}, PushStep: 1000, PushMax: 6000, Waves: 2, StaggeredWaves: 1, Interval: 5 * time.Second, RPS: 40,
 			IdleWindow: 20 * time.Second, WaveTimeout: 5 * time.Minute, Profile: true, ProfileDir: filepath.Join(dir, "profiles"),
-			// The second measurement of every N: more workers for a queue
-			// that waits on I/O, and a soft memory limit for the collector.
-			Alt: &AltConfig{Workers: 16, Env: []string{"GOMEMLIMIT=120MiB"}}},
+			// The second measurement of every N: canaryd's defaults before
+			// 16 workers and 200/400 API requests per second.
+			Alt: &AltConfig{Workers: 4, Flags: []string{"--kube-api-qps=50", "--kube-api-burst=100"}}},
 		reportDir: dir, budget: 50 * time.Minute}
 }
 
