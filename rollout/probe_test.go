@@ -99,3 +99,27 @@ func TestAProbeOffThePhaseWakesOnIt(t *testing.T) {
 		t.Errorf("woken %s after an off-phase probe, want 650 ms (the probe time nearest to a period later)", dec.RequeueAfter)
 	}
 }
+
+// A status PlanCheck cannot plan from (here one edited by hand, without
+// startedAt) gets no probe; with the phase known, the wake-up must still be
+// a period away, not a spin.
+func TestNoProbePlannedNeverSpins(t *testing.T) {
+	w := adopted(t, nil)
+	w.o.AnalysisPeriod = time.Second
+	w.o.ScrapeInterval = time.Second
+	w.bump("r2")
+	w.run(100*time.Millisecond, 15*time.Second, func(s Status) bool { return s.Step == 1 && s.Applied })
+	st := w.status()
+	st.StartedAt = nil
+	st.LastCheck = nil
+	w.o.Annotations[AnnotationStatus] = st.Encode()
+	w.now = w.now.Add(3 * time.Second)
+	o := w.o
+	o.Now, o.LastProbe, o.ScrapedAt = w.now, w.now.Add(-2*time.Second), w.now.Add(-100*time.Millisecond)
+	if _, ok := PlanCheck(o); ok {
+		t.Fatal("a probe was planned from a status without startedAt")
+	}
+	if d := Decide(o); d.RequeueAfter < 100*time.Millisecond {
+		t.Fatalf("woken after %s with no probe planned", d.RequeueAfter)
+	}
+}

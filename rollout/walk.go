@@ -350,6 +350,11 @@ func (d *decider) wakeForCheck(due time.Time) {
 		if !last.IsZero() {
 			next = nextProbe(d.o, last, period).Sub(d.o.Now)
 		}
+		if next <= 0 {
+			// Overdue, yet PlanCheck asked for none (a status it cannot
+			// plan from): a period, as without the phase, never a spin.
+			next = period
+		}
 	}
 	if left := due.Sub(d.o.Now); left > 0 && left < next {
 		d.wake(left)
