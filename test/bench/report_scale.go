@@ -304,7 +304,7 @@ func altName(a *AltConfig) string {
 
 func workersName(w int) string {
 	if w == 0 {
-		return "the default 4"
+		return "the default 16"
 	}
 	return fmt.Sprint(w)
 }
