@@ -162,7 +162,9 @@ func TestBench(t *testing.T) {
 	}
 	defer env.Stop()
 	logf("environment up: cluster, Prometheus %s, mesh simulator", env.Cluster.Prometheus.URL)
-	_ = os.RemoveAll(pl.reportDir)
+	if err := clearReport(pl.reportDir); err != nil {
+		t.Fatal(err)
+	}
 	if pl.mode == "full" {
 		if err := os.MkdirAll(pl.scale.ProfileDir, 0o755); err != nil {
 			t.Fatal(err)
@@ -403,4 +405,25 @@ func checkReport(t *testing.T, dir string) {
 	if n < 5 {
 		t.Errorf("the report has %d plots, want at least 5", n)
 	}
+}
+
+// clearReport empties a report directory for a new run but keeps its
+// experiments/: the reports of earlier partial runs that profiling.md cites.
+func clearReport(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if os.IsNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if e.Name() == "experiments" {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -3,6 +3,8 @@ package bench
 import (
 	"math"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -127,5 +129,31 @@ func TestESNAtRateGivesStableItsOwnCount(t *testing.T) {
 	again := j.ExpectedSampleNumber(0.05, 0.001, e.ESN*9)
 	if math.Abs(again.ESN-e.ESN) > 0.5 {
 		t.Errorf("not a fixed point: %v then %v", e.ESN, again.ESN)
+	}
+}
+
+func TestANewRunKeepsTheExperimentsOfEarlierOnes(t *testing.T) {
+	dir := t.TempDir()
+	for _, f := range []string{"REPORT.md", "profiles/heap.pprof", "experiments/N2000-x/REPORT.md"} {
+		p := filepath.Join(dir, f)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := clearReport(dir); err != nil {
+		t.Fatal(err)
+	}
+	left, _ := filepath.Glob(filepath.Join(dir, "*"))
+	if len(left) != 1 || filepath.Base(left[0]) != "experiments" {
+		t.Fatalf("left after clearing: %v, want only experiments", left)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "experiments/N2000-x/REPORT.md")); err != nil {
+		t.Fatalf("an experiment was lost: %v", err)
+	}
+	if err := clearReport(filepath.Join(dir, "absent")); err != nil {
+		t.Fatalf("a missing directory: %v", err)
 	}
 }
