@@ -89,7 +89,7 @@ func TestAProbeOffThePhaseWakesOnIt(t *testing.T) {
 	w.run(100*time.Millisecond, 15*time.Second, func(s Status) bool { return s.Step == 1 && s.Applied })
 	w.now = w.now.Add(3 * time.Second)
 	w.o.ScrapedAt = w.now.Add(-600 * time.Millisecond) // probes belong at 650 ms from now, then every second
-	w.o.LastProbe = time.Time{}                         // a restarted controller
+	w.o.LastProbe = time.Time{}                        // a restarted controller
 	checks := w.checks
 	dec := w.tick()
 	if w.checks != checks+1 {
