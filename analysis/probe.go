@@ -24,7 +24,13 @@ func (p *Prom) Query(ctx context.Context, name, q string) (model.Value, error) {
 // analysis reads, so a pod counted here is a pod the analysis can see. A
 // target is scraped at a fixed phase of the interval, so the time also
 // tells when its next scrapes will be.
-func (p *Prom) Scraped(ctx context.Context, namespace, deployment string) (int, time.Time, error) {
+//
+// With podTemplateHash, only the pods of that ReplicaSet count, where the
+// targets carry the label (Linkerd's scrape job copies every pod label:
+// pod_template_hash): the pods of a canary rolled back a moment ago are
+// still scraped and would otherwise answer for the new ones, which no scrape
+// has seen yet. Targets without the label count as before.
+func (p *Prom) Scraped(ctx context.Context, namespace, deployment, podTemplateHash string) (int, time.Time, error) {
 	// timestamp() gives a sample's own time only when applied to a selector
 	// (of an expression such as `up == 1` it gives the evaluation time), so
 	// the filter goes on the other side of `and`.
@@ -38,8 +44,17 @@ func (p *Prom) Scraped(ctx context.Context, namespace, deployment string) (int, 
 	if !ok {
 		return 0, time.Time{}, fmt.Errorf("pods of %s scraped: want a vector, got %s", deployment, v.Type())
 	}
+	labelled := false
+	for _, smp := range vec {
+		labelled = labelled || smp.Metric["pod_template_hash"] != ""
+	}
+	n := 0
 	var last time.Time
 	for _, smp := range vec {
+		if podTemplateHash != "" && labelled && string(smp.Metric["pod_template_hash"]) != podTemplateHash {
+			continue
+		}
+		n++
 		f := float64(smp.Value)
 		if math.IsNaN(f) || math.IsInf(f, 0) {
 			continue
@@ -48,5 +63,5 @@ func (p *Prom) Scraped(ctx context.Context, namespace, deployment string) (int, 
 			last = at
 		}
 	}
-	return len(vec), last, nil
+	return n, last, nil
 }

@@ -458,7 +458,7 @@ func TestScrapedCountsThePodsAndSaysWhenTheLatestWasScraped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, last, err := p.Scraped(t.Context(), "shop", "foo-canary")
+	n, last, err := p.Scraped(t.Context(), "shop", "foo-canary", "")
 	if err != nil || n != 2 || !last.Equal(time.UnixMilli(1700000009500)) {
 		t.Fatalf("Scraped: %d pods, last %s, err %v; want 2 pods, last at 1700000009.5", n, last, err)
 	}
@@ -466,7 +466,34 @@ func TestScrapedCountsThePodsAndSaysWhenTheLatestWasScraped(t *testing.T) {
 		t.Errorf("query %s", q)
 	}
 	delete(f.custom, "timestamp(up{")
-	if n, last, err := p.Scraped(t.Context(), "shop", "foo-canary"); err != nil || n != 0 || !last.IsZero() {
+	if n, last, err := p.Scraped(t.Context(), "shop", "foo-canary", ""); err != nil || n != 0 || !last.IsZero() {
 		t.Fatalf("nothing scraped: %d pods, last %s, err %v", n, last, err)
+	}
+}
+
+// A canary rolled back a moment ago still has pods that Prometheus scrapes;
+// they must not answer for the new canary's pods, which no scrape has seen.
+func TestScrapedCountsOnlyTheCurrentReplicaSetsPods(t *testing.T) {
+	f := newFake("foo-canary", "foo")
+	f.custom["timestamp(up{"] = `{"resultType":"vector","result":[` +
+		`{"metric":{"pod":"old","pod_template_hash":"aaa"},"value":[1700000010,"1700000009.5"]},` +
+		`{"metric":{"pod":"new","pod_template_hash":"bbb"},"value":[1700000010,"1700000008.25"]}]}`
+	srv := f.start(t)
+	p, err := NewPrometheus(Config{Client: ClientConfig{Address: srv.URL}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, last, err := p.Scraped(t.Context(), "shop", "foo-canary", "bbb")
+	if err != nil || n != 1 || !last.Equal(time.UnixMilli(1700000008250)) {
+		t.Fatalf("the new ReplicaSet's pods: %d, last %s, err %v; want 1, its own scrape at 1700000008.25", n, last, err)
+	}
+	if n, _, _ := p.Scraped(t.Context(), "shop", "foo-canary", "ccc"); n != 0 {
+		t.Fatalf("a ReplicaSet no scrape has seen counted %d pods", n)
+	}
+	// Targets without the label (a scrape job that does not copy it) count
+	// as before: the gate must not wait for a label that never comes.
+	f.custom["timestamp(up{"] = `{"resultType":"vector","result":[{"metric":{"pod":"x"},"value":[1700000010,"1700000009"]}]}`
+	if n, _, _ := p.Scraped(t.Context(), "shop", "foo-canary", "bbb"); n != 1 {
+		t.Fatalf("unlabelled targets: %d pods, want 1", n)
 	}
 }

@@ -96,7 +96,7 @@ type Analyzer interface {
 // asks before a canary's first traffic, which the analysis can only judge
 // once it is scraped, and places its probes just after the canary's scrapes.
 type ScrapeProber interface {
-	Scraped(ctx context.Context, namespace, deployment string) (pods int, last time.Time, err error)
+	Scraped(ctx context.Context, namespace, deployment, podTemplateHash string) (pods int, last time.Time, err error)
 }
 
 // Sequential reports one canary-vs-stable sequential test (see the package

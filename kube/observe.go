@@ -119,6 +119,7 @@ func observeCanary(d *appsv1.Deployment, rsList []*appsv1.ReplicaSet) *rollout.C
 	for _, rs := range rsList {
 		if ownedBy(rs, d.UID) && rs.Annotations[annotationRSRevision] == cn.Revision {
 			cn.Ready = rs.Status.ReadyReplicas
+			cn.Hash = rs.Labels[appsv1.DefaultDeploymentUniqueLabelKey]
 		}
 	}
 	return cn

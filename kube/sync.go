@@ -82,7 +82,11 @@ func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error
 	if canary, ok := rollout.PlanScrape(o); ok && !c.cfg.NoScrapeGate {
 		if sp, ok := c.cfg.Analyzer.(analysis.ScrapeProber); ok {
 			actx, cancel := context.WithTimeout(ctx, c.cfg.AnalysisTimeout)
-			n, last, err := sp.Scraped(actx, o.Namespace, canary)
+			hash := ""
+			if o.Canary != nil {
+				hash = o.Canary.Hash
+			}
+			n, last, err := sp.Scraped(actx, o.Namespace, canary, hash)
 			cancel()
 			if err != nil {
 				o.ScrapeError = err.Error()

@@ -130,6 +130,9 @@ type Canary struct {
 	Replicas int32  // spec.replicas
 	Ready    int32  // status.readyReplicas of its current template
 	Current  bool   // its controller has seen its latest spec
+	// Hash is the pod-template-hash of its ReplicaSet for its current
+	// template: its pods' label, which tells them from an older canary's.
+	Hash string
 }
 
 // Desired is the state canaryd wants every object it owns to be in.
