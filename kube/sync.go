@@ -182,14 +182,10 @@ func (c *Controller) apply(ctx context.Context, w *writer, o rollout.Observed, d
 		_, err := c.applySplit(ctx, w, spec.Router, apex, ds.Weight)
 		return err
 	}
-	if err := w.applyCanary(ctx, ds, o.Revision); err != nil {
-		return asConflict(err)
-	}
-	ports, err := w.applyServices(ctx, ds, apex.Name)
+	apex, err := w.applyBackends(ctx, ds, o.Revision, apex)
 	if err != nil {
-		return asConflict(err)
+		return err
 	}
-	apex.Ports = ports
 	if ds.SkipSplit {
 		return nil
 	}
@@ -203,6 +199,20 @@ func (c *Controller) apply(ctx context.Context, w *writer, o rollout.Observed, d
 	return c.deleteRoutes(ctx, w.s, w.foo.Namespace, w.foo.Name, spec.Router)
 }
 
+// applyBackends makes foo-canary and the two Services what ds asks for, and
+// returns the apex with the ports a route needs.
+func (w *writer) applyBackends(ctx context.Context, ds *rollout.Desired, revision string, apex parent) (parent, error) {
+	if err := w.applyCanary(ctx, ds, revision); err != nil {
+		return apex, asConflict(err)
+	}
+	ports, err := w.applyServices(ctx, ds, apex.Name)
+	if err != nil {
+		return apex, asConflict(err)
+	}
+	apex.Ports = ports
+	return apex, nil
+}
+
 // applyRouteFirst carries out a step the stored status announced
 // (Decision.RouteFirst): the route first, then the status, which records the
 // step as applied from the moment the route write succeeded. The step's
@@ -211,14 +221,10 @@ func (c *Controller) apply(ctx context.Context, w *writer, o rollout.Observed, d
 // usual way (the route follows it on the next reconcile).
 func (c *Controller) applyRouteFirst(ctx context.Context, w *writer, o rollout.Observed, dec rollout.Decision, routerName string, apex parent) error {
 	ds := dec.Desired
-	if err := w.applyCanary(ctx, ds, o.Revision); err != nil {
-		return asConflict(err)
-	}
-	ports, err := w.applyServices(ctx, ds, apex.Name)
+	apex, err := w.applyBackends(ctx, ds, o.Revision, apex)
 	if err != nil {
-		return asConflict(err)
+		return err
 	}
-	apex.Ports = ports
 	if _, err := c.applySplit(ctx, w, routerName, apex, ds.Weight); err != nil {
 		if errors.Is(err, errStale) || apierrors.IsConflict(err) {
 			return err // decided from a stale view: decide again, nothing written
