@@ -235,7 +235,7 @@ func (c *Controller) applyRouteFirst(ctx context.Context, w *writer, o rollout.O
 		c.emit(w.foo, dec.Events, dec.Status)
 		return err
 	}
-	dec.Status.MarkApplied(time.Now())
+	dec.Status.MarkApplied(c.cfg.Clock())
 	if err := w.patchFoo(ctx, dec, false); err != nil {
 		// The route carries the step; the next reconcile adopts it.
 		return err
