@@ -39,11 +39,7 @@ func TestProbesBetweenStepDecisionsFollowTheCanarysScrapes(t *testing.T) {
 // In a whole step, with the phase known, every probe after the first runs
 // just after a scrape of the canary, and the step still ends at its due time.
 func TestAStepsProbesRunJustAfterTheCanarysScrapes(t *testing.T) {
-	w := adopted(t, nil)
-	w.o.AnalysisPeriod = time.Second
-	w.o.ScrapeInterval = time.Second
-	w.bump("r2")
-	w.run(100*time.Millisecond, 15*time.Second, func(s Status) bool { return s.Step == 1 && s.Applied })
+	w := atStep1Probing(t)
 	w.o.ScrapedAt = w.now.Add(-730 * time.Millisecond) // scrapes at .270 past each of w's seconds
 	var probes []time.Time
 	start := *w.status().StepStartedAt
@@ -82,11 +78,7 @@ func TestAStepsProbesRunJustAfterTheCanarysScrapes(t *testing.T) {
 // A probe made off the phase (the first of a step, or after a restart) asks
 // to be woken on the phase, not a period later.
 func TestAProbeOffThePhaseWakesOnIt(t *testing.T) {
-	w := adopted(t, nil)
-	w.o.AnalysisPeriod = time.Second
-	w.o.ScrapeInterval = time.Second
-	w.bump("r2")
-	w.run(100*time.Millisecond, 15*time.Second, func(s Status) bool { return s.Step == 1 && s.Applied })
+	w := atStep1Probing(t)
 	w.now = w.now.Add(3 * time.Second)
 	w.o.ScrapedAt = w.now.Add(-600 * time.Millisecond) // probes belong at 650 ms from now, then every second
 	w.o.LastProbe = time.Time{}                        // a restarted controller
@@ -104,11 +96,7 @@ func TestAProbeOffThePhaseWakesOnIt(t *testing.T) {
 // startedAt) gets no probe; with the phase known, the wake-up must still be
 // a period away, not a spin.
 func TestNoProbePlannedNeverSpins(t *testing.T) {
-	w := adopted(t, nil)
-	w.o.AnalysisPeriod = time.Second
-	w.o.ScrapeInterval = time.Second
-	w.bump("r2")
-	w.run(100*time.Millisecond, 15*time.Second, func(s Status) bool { return s.Step == 1 && s.Applied })
+	w := atStep1Probing(t)
 	st := w.status()
 	st.StartedAt = nil
 	st.LastCheck = nil
@@ -122,4 +110,16 @@ func TestNoProbePlannedNeverSpins(t *testing.T) {
 	if d := Decide(o); d.RequeueAfter < 100*time.Millisecond {
 		t.Fatalf("woken after %s with no probe planned", d.RequeueAfter)
 	}
+}
+
+// atStep1Probing is a rollout at step 1, its weight in place, probed every
+// second with a one-second scrape interval (the phase not yet known).
+func atStep1Probing(t *testing.T) *world {
+	t.Helper()
+	w := adopted(t, nil)
+	w.o.AnalysisPeriod = time.Second
+	w.o.ScrapeInterval = time.Second
+	w.bump("r2")
+	w.run(100*time.Millisecond, 15*time.Second, func(s Status) bool { return s.Step == 1 && s.Applied })
+	return w
 }
