@@ -116,9 +116,9 @@ func (f *fakeProm) countSamples(c [2]counts) []sample {
 		if c[i].total == 0 {
 			continue
 		}
-		out = append(out, sample{map[string]string{"deployment": dep, "classification": "success"}, c[i].total - c[i].bad})
+		out = append(out, sample{map[string]string{"namespace": "shop", "deployment": dep, "classification": "success"}, c[i].total - c[i].bad})
 		if c[i].bad > 0 {
-			out = append(out, sample{map[string]string{"deployment": dep, "classification": "failure"}, c[i].bad})
+			out = append(out, sample{map[string]string{"namespace": "shop", "deployment": dep, "classification": "failure"}, c[i].bad})
 		}
 	}
 	return out
@@ -128,7 +128,7 @@ func (f *fakeProm) p99Samples() []sample {
 	var out []sample
 	for i, dep := range f.names() {
 		if !math.IsNaN(f.p99[i]) {
-			out = append(out, sample{map[string]string{"deployment": dep}, f.p99[i]})
+			out = append(out, sample{map[string]string{"namespace": "shop", "deployment": dep}, f.p99[i]})
 		}
 	}
 	return out
@@ -138,7 +138,7 @@ func (f *fakeProm) bucketSamples() []sample {
 	var out []sample
 	for i, dep := range f.names() {
 		for le, n := range f.hist[i] {
-			out = append(out, sample{map[string]string{"deployment": dep, "le": strconv.FormatFloat(le, 'f', -1, 64)}, n})
+			out = append(out, sample{map[string]string{"namespace": "shop", "deployment": dep, "le": strconv.FormatFloat(le, 'f', -1, 64)}, n})
 		}
 	}
 	return out

@@ -61,7 +61,7 @@ func FuzzQueryEscaping(f *testing.F) {
 		f.Add(s, "stable")
 	}
 	f.Fuzz(func(t *testing.T, canary, stable string) {
-		b := queryBuilder{namespace: canary + stable, canary: canary, stable: stable, adminPort: 4191}
+		b := newBuilder(4191, member{canary + stable, canary, stable})
 		for _, q := range []string{b.counts("60s"), b.p99("60s"), b.buckets("60s")} {
 			if err := lintPromQL(q); err != nil {
 				t.Fatalf("%q: %v", q, err)

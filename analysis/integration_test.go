@@ -3,9 +3,16 @@ package analysis_test
 import (
 	"context"
 	"errors"
+	"math"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
+	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -254,3 +261,105 @@ func neverPassed(t *testing.T, seen []analysis.Result) {
 }
 
 func ptr(v float64) *float64 { return &v }
+
+// TestRealPrometheusAnswersSharedQueriesAsItAnswersAlone: checks that share
+// their queries (several canaries in two namespaces, one name in both) get
+// from a real Prometheus exactly the numbers and verdicts they get alone.
+// A proxy holds the first check's queries so that the others ask meanwhile
+// and go out together.
+func TestRealPrometheusAnswersSharedQueriesAsItAnswersAlone(t *testing.T) {
+	w := startWorld(t)
+	type app struct {
+		ns, name string
+		canary   traffic
+	}
+	apps := []app{
+		{"shop", "web", traffic{rps: 20, latencyMs: 8}},
+		{"shop", "cart", traffic{rps: 20, errRate: 0.1, latencyMs: 8}},
+		{"mall", "web", traffic{rps: 20, latencyMs: 30}},
+		{"mall", "pay", traffic{rps: 10, errRate: 0.02, latencyMs: 12}},
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	start := time.Now()
+	for i, a := range apps {
+		go w.em.drive(ctx, w.em.pod(a.ns, a.name), traffic{rps: 40, latencyMs: 8}, uint64(10+i))
+		go w.em.drive(ctx, w.em.pod(a.ns, a.name+"-canary"), a.canary, uint64(20+i))
+	}
+	time.Sleep(8 * scrape)
+	now := time.Now().Add(-2 * scrape) // in the past: every answer is fixed by now
+	var targets []analysis.Target
+	for _, a := range apps {
+		targets = append(targets, analysis.Target{Namespace: a.ns, Canary: a.name + "-canary", Stable: a.name,
+			Window: 5 * time.Second, Since: start, Now: now,
+			MinSuccessRate: 99, MaxLatencyP99: 500 * time.Millisecond, MinRequests: 20})
+	}
+
+	alone, err := analysis.NewPrometheus(analysis.Config{
+		Client: analysis.ClientConfig{Address: w.prom.URL, Timeout: 5 * time.Second}, ScrapeInterval: scrape, Solo: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := make([]analysis.Result, len(targets))
+	for i, tg := range targets {
+		want[i] = alone.Analyze(context.Background(), tg)
+		if !(want[i].Canary.Requests > 0) || !(want[i].Stable.Requests > 0) {
+			t.Fatalf("%s/%s alone: %+v (%s): no traffic seen", tg.Namespace, tg.Canary, want[i].Canary, want[i].Reason)
+		}
+	}
+
+	upstream, err := url.Parse(w.prom.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	var mu sync.Mutex
+	queries := 0
+	rp := httputil.NewSingleHostReverseProxy(upstream)
+	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		queries++
+		first := queries <= 4
+		mu.Unlock()
+		if first {
+			<-release
+		}
+		rp.ServeHTTP(rw, r)
+	}))
+	defer srv.Close()
+	shared, err := analysis.NewPrometheus(analysis.Config{
+		Client: analysis.ClientConfig{Address: srv.URL, Timeout: 5 * time.Second}, ScrapeInterval: scrape})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]analysis.Result, len(targets))
+	var wg sync.WaitGroup
+	for i, tg := range targets {
+		wg.Go(func() { got[i] = shared.Analyze(context.Background(), tg) })
+		if i == 0 {
+			time.Sleep(200 * time.Millisecond) // its four queries reach the proxy first
+		}
+	}
+	time.Sleep(time.Second) // the other three wait for them
+	close(release)
+	wg.Wait()
+
+	if queries != 8 {
+		t.Errorf("%d queries for %d checks, want 4 for the first and 4 shared by the other three", queries, len(targets))
+	}
+	for i := range targets {
+		g, w := got[i], want[i]
+		if g.Verdict != w.Verdict || g.Reason != w.Reason || !sameNumbers(g.Canary, w.Canary) || !sameNumbers(g.Stable, w.Stable) ||
+			!reflect.DeepEqual(g.Judge, w.Judge) {
+			t.Errorf("%s/%s shared: %s %q %+v %+v %+v\nalone: %s %q %+v %+v %+v", targets[i].Namespace, targets[i].Canary,
+				g.Verdict, g.Reason, g.Canary, g.Stable, g.Judge, w.Verdict, w.Reason, w.Canary, w.Stable, w.Judge)
+		}
+		t.Logf("%s/%s: %s — %s", targets[i].Namespace, targets[i].Canary, g.Verdict, g.Reason)
+	}
+}
+
+// sameNumbers compares Numbers with NaN equal to NaN.
+func sameNumbers(a, b analysis.Numbers) bool {
+	eq := func(x, y float64) bool { return x == y || (math.IsNaN(x) && math.IsNaN(y)) }
+	return eq(a.Requests, b.Requests) && eq(a.SuccessRate, b.SuccessRate) && eq(a.LatencyP99Ms, b.LatencyP99Ms)
+}

@@ -29,6 +29,9 @@ type Config struct {
 	// probes) are not application traffic. Zero means DefaultAdminPort;
 	// negative counts them.
 	AdminPort int
+	// Solo runs every check's built-in queries on their own instead of
+	// sharing them with the checks made at the same moment (share.go).
+	Solo bool
 }
 
 // Prom is the Analyzer that asks Prometheus about Linkerd's proxy metrics.
@@ -36,6 +39,7 @@ type Config struct {
 // so a restarted controller gets the same verdict from the same data.
 type Prom struct {
 	client    *promClient
+	share     *sharer
 	judge     judge
 	judgeOn   bool
 	checks    map[string]*Check
@@ -70,6 +74,7 @@ func NewPrometheus(cfg Config) (*Prom, error) {
 	if p.adminPort == 0 {
 		p.adminPort = DefaultAdminPort
 	}
+	p.share = &sharer{query: client.query, adminPort: p.adminPort, solo: cfg.Solo}
 	return p, nil
 }
 
@@ -138,18 +143,27 @@ func noNumbers() Numbers {
 }
 
 func (p *Prom) builder(t Target) queryBuilder {
-	return queryBuilder{namespace: t.Namespace, canary: t.Canary, stable: t.Stable, adminPort: p.adminPort}
+	return newBuilder(p.adminPort, member{t.Namespace, t.Canary, t.Stable})
 }
 
-// ranges are the two windows of a check, clamped to two scrape intervals.
+// ranges are the two windows of a check evaluated at t.Now, clamped to two
+// scrape intervals.
 func (p *Prom) ranges(t Target) (window, since time.Duration) {
-	floor := 2 * p.scrape
-	window = max(t.Window, floor)
-	since = window
-	if !t.Since.IsZero() && t.Since.Before(t.Now) {
-		since = max(t.Now.Sub(t.Since), floor)
+	return p.window(t), p.sinceAt(t, t.Now)
+}
+
+// window is the threshold window's range.
+func (p *Prom) window(t Target) time.Duration {
+	return wholeSeconds(max(t.Window, 2*p.scrape))
+}
+
+// sinceAt is the range from the canary's start to an evaluation at `at`
+// (the window when the start is unknown).
+func (p *Prom) sinceAt(t Target, at time.Time) time.Duration {
+	if t.Since.IsZero() || !t.Since.Before(at) {
+		return p.window(t)
 	}
-	return wholeSeconds(window), wholeSeconds(since)
+	return wholeSeconds(max(at.Sub(t.Since), 2*p.scrape))
 }
 
 // wholeSeconds rounds d up to a whole second, as promRange does.
@@ -172,58 +186,71 @@ type checkValue struct {
 	err   error
 }
 
-// task is one query and what to do with its answer.
+// task is one built-in question and what to do with its answer.
 type task struct {
-	name, query string
-	apply       func(model.Value) error
+	lane  lane
+	rng   func(at time.Time) time.Duration
+	apply func(model.Vector) error
 }
 
-// measure runs the built-in queries and the target's custom checks at once.
-// A failed built-in query fails the measurement; a failed custom check is
-// recorded against that check only.
+// measure asks the built-in questions (shared with the checks made at the
+// same moment, see share.go) and runs the target's custom checks, all at
+// once. A failed built-in query fails the measurement; a failed custom check
+// is recorded against that check only.
 func (p *Prom) measure(ctx context.Context, t Target) (measurement, error) {
 	window, since := p.ranges(t)
 	m := measurement{window: window, since: since, canary: noNumbers(), stable: noNumbers()}
-	b := p.builder(t)
-	w, s := promRange(window), promRange(since)
-	wName := "over " + promDuration(window)
+	inWindow := func(time.Time) time.Duration { return window }
 	tasks := []task{
-		{"canary and stable responses " + wName, b.counts(w), func(v model.Value) error {
+		{laneCounts, inWindow, func(v model.Vector) error {
 			c, st, err := splitCounts(v, t.Canary, t.Stable)
 			m.canary.Requests, m.canary.SuccessRate = math.Round(c.total), successRate(c)
 			m.stable.Requests, m.stable.SuccessRate = math.Round(st.total), successRate(st)
 			return err
 		}},
-		{"canary and stable p99 " + wName, b.p99(w), func(v model.Value) error {
+		{laneP99, inWindow, func(v model.Vector) error {
 			var err error
 			m.canary.LatencyP99Ms, m.stable.LatencyP99Ms, err = splitByDeployment(v, t.Canary, t.Stable)
 			return err
 		}},
 	}
 	if p.judgeOn {
-		sName := "since canary start (" + promDuration(since) + ")"
+		sinceAt := func(at time.Time) time.Duration { return p.sinceAt(t, at) }
 		tasks = append(tasks,
-			task{"canary and stable responses " + sName, b.counts(s), func(v model.Value) error {
+			task{laneCountsSince, sinceAt, func(v model.Vector) error {
 				var err error
 				m.cumCanary, m.cumStable, err = splitCounts(v, t.Canary, t.Stable)
 				return err
 			}},
-			task{"canary and stable latency buckets " + sName, b.buckets(s), func(v model.Value) error {
+			task{laneBucketsSince, sinceAt, func(v model.Vector) error {
 				var err error
 				m.histCanary, m.histStable, err = splitBuckets(v, t.Canary, t.Stable)
 				return err
 			}})
 	}
 	m.checks = make([]checkValue, len(t.Checks))
+	asks := make([]*ask, len(tasks))
 	errs := make([]error, len(tasks))
 	var wg sync.WaitGroup
 	for i, tk := range tasks {
-		wg.Go(func() { errs[i] = p.run(ctx, tk, t.Now) })
+		asks[i] = &ask{member: member{t.Namespace, t.Canary, t.Stable}, now: t.Now, rng: tk.rng}
+		wg.Go(func() { errs[i] = p.share.ask(ctx, tk.lane, asks[i]) })
 	}
 	for i, name := range t.Checks {
 		wg.Go(func() { m.checks[i] = p.runCheck(ctx, name, t) })
 	}
 	wg.Wait()
+	for i, tk := range tasks {
+		if errs[i] != nil {
+			continue
+		}
+		if err := tk.apply(asks[i].rows); err != nil {
+			errs[i] = err
+		}
+		if tk.lane == laneCountsSince {
+			m.since = asks[i].used
+		}
+	}
 	return m, firstOf(errs)
 }
 
@@ -244,17 +271,6 @@ func firstOf(errs []error) error {
 		return fmt.Errorf("%w (and %d more queries failed)", first, more)
 	}
 	return first
-}
-
-func (p *Prom) run(ctx context.Context, tk task, at time.Time) error {
-	v, err := p.client.query(ctx, tk.name, tk.query, at)
-	if err != nil {
-		return err
-	}
-	if err := tk.apply(v); err != nil {
-		return &queryError{Name: tk.name, Query: tk.query, Err: err}
-	}
-	return nil
 }
 
 // runCheck evaluates one custom check; its value must be a single number.

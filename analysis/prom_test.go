@@ -255,7 +255,7 @@ func TestQueriesAreBatchedScopedAndTimed(t *testing.T) {
 		t.Fatalf("%d queries, want 4 (counts and p99 over the window, counts and buckets since start): %q", len(qs), qs)
 	}
 	for _, q := range qs {
-		for _, want := range []string{`namespace="shop"`, `deployment=~"cart-canary|cart"`,
+		for _, want := range []string{`namespace="shop"`, `deployment=~"cart|cart-canary"`,
 			`direction="inbound"`, `target_port!="4191"`} {
 			if !strings.Contains(q, want) {
 				t.Errorf("query %q lacks %s", q, want)
@@ -294,12 +294,12 @@ const orsPerQuery = 1
 
 func TestHostileNamesCannotInjectPromQL(t *testing.T) {
 	hostile := `x"}) or vector(1) or sum(up{a="`
-	b := queryBuilder{namespace: `ns\"`, canary: hostile, stable: "s\n", adminPort: 4191}
+	b := newBuilder(4191, member{`ns\"`, hostile, "s\n"})
 	for _, q := range []string{b.counts("60s"), b.p99("60s"), b.buckets("60s")} {
 		if err := lintPromQL(q); err != nil {
 			t.Errorf("query %q: %v", q, err)
 		}
-		if !strings.Contains(q, `deployment=~`+strconv.Quote(regexp.QuoteMeta(hostile)+"|"+regexp.QuoteMeta("s\n"))) {
+		if !strings.Contains(q, `deployment=~`+strconv.Quote(regexp.QuoteMeta("s\n")+"|"+regexp.QuoteMeta(hostile))) {
 			t.Errorf("query %q does not carry the names as one quoted, literal-matching expression", q)
 		}
 		if code := stripStrings(q); strings.Contains(code, "vector") || strings.Count(code, " or ") != orsPerQuery {

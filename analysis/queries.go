@@ -40,24 +40,55 @@ func promRange(d time.Duration) string {
 // promDuration renders d the way a person writes it in PromQL ("1m", "1m30s").
 func promDuration(d time.Duration) string { return model.Duration(d).String() }
 
-// queryBuilder writes the built-in Linkerd queries for one target.
+// queryBuilder writes the built-in Linkerd queries for one or more targets
+// at once (checks made at the same moment share their queries, see share.go).
 type queryBuilder struct {
-	namespace, canary, stable string
-	adminPort                 int // <= 0: keep admin-port traffic
+	namespaces, names []string // sorted, unique
+	adminPort         int      // <= 0: keep admin-port traffic
 }
 
-// selector is the label matcher for canary's and stable's inbound traffic:
-// one series lookup for both, where a matcher each doubled every query's
-// lookups (Prometheus's query load grows with the rollouts checked at once).
-// The names are matched literally (regexp.QuoteMeta; Prometheus anchors the
-// expression at both ends).
+// member is what a query needs of one Target: where its two Deployments are.
+type member struct{ namespace, canary, stable string }
+
+func newBuilder(adminPort int, ms ...member) queryBuilder {
+	b := queryBuilder{adminPort: adminPort}
+	for _, m := range ms {
+		b.namespaces = append(b.namespaces, m.namespace)
+		b.names = append(b.names, m.canary, m.stable)
+	}
+	slices.Sort(b.namespaces)
+	slices.Sort(b.names)
+	b.namespaces, b.names = slices.Compact(b.namespaces), slices.Compact(b.names)
+	return b
+}
+
+// selector is the label matcher for the canaries' and stables' inbound
+// traffic: one series lookup for all of them, where a matcher each
+// multiplied every query's lookups (Prometheus's query load grows with the
+// rollouts checked at once). The names are matched literally
+// (regexp.QuoteMeta; Prometheus anchors the expression at both ends). Several
+// namespaces select every listed name in each of them: a few series more
+// than needed when names repeat across namespaces, which the reader of the
+// answer drops (member.pick), for one lookup instead of one per namespace.
 func (b queryBuilder) selector() string {
-	names := regexp.QuoteMeta(b.canary) + "|" + regexp.QuoteMeta(b.stable)
-	sel := fmt.Sprintf(`namespace=%s,deployment=~%s,direction="inbound"`, quote(b.namespace), quote(names))
+	ns := "namespace=" + quote(strings.Join(b.namespaces, ""))
+	if len(b.namespaces) > 1 {
+		ns = "namespace=~" + quote(alternatives(b.namespaces))
+	}
+	sel := fmt.Sprintf(`%s,deployment=~%s,direction="inbound"`, ns, quote(alternatives(b.names)))
 	if b.adminPort > 0 {
 		sel += fmt.Sprintf(`,target_port!="%d"`, b.adminPort)
 	}
 	return sel
+}
+
+// alternatives is a regular expression matching exactly the given strings.
+func alternatives(ss []string) string {
+	q := make([]string, len(ss))
+	for i, s := range ss {
+		q[i] = regexp.QuoteMeta(s)
+	}
+	return strings.Join(q, "|")
 }
 
 // bothGrowth is how much a counter of canary and stable grew over rng,
@@ -79,18 +110,18 @@ func (b queryBuilder) bothGrowth(metric, rng string) string {
 
 // counts: responses by deployment and classification over rng.
 func (b queryBuilder) counts(rng string) string {
-	return fmt.Sprintf("sum by (deployment, classification) (%s)", b.bothGrowth("response_total", rng))
+	return fmt.Sprintf("sum by (namespace, deployment, classification) (%s)", b.bothGrowth("response_total", rng))
 }
 
 // p99: 99th percentile latency in ms by deployment over rng (a quantile of
 // counts is the quantile of rates: it does not depend on their scale).
 func (b queryBuilder) p99(rng string) string {
-	return fmt.Sprintf("histogram_quantile(0.99, sum by (deployment, le) (%s))", b.bothGrowth("response_latency_ms_bucket", rng))
+	return fmt.Sprintf("histogram_quantile(0.99, sum by (namespace, deployment, le) (%s))", b.bothGrowth("response_latency_ms_bucket", rng))
 }
 
 // buckets: cumulative latency bucket counts by deployment and le over rng.
 func (b queryBuilder) buckets(rng string) string {
-	return fmt.Sprintf("sum by (deployment, le) (%s)", b.bothGrowth("response_latency_ms_bucket", rng))
+	return fmt.Sprintf("sum by (namespace, deployment, le) (%s)", b.bothGrowth("response_latency_ms_bucket", rng))
 }
 
 // outcome counts of one deployment.
