@@ -68,26 +68,60 @@ func (r *run) prometheus(ctx context.Context) {
 	r.targets(series)
 }
 
-// upQuery counts scrape targets whose `up` carries a deployment label.
-const upQuery = `count(up{deployment!=""})`
+// upQuery counts scrape targets whose `up` carries a deployment label, and
+// hashQuery those of them that also carry the pod's pod_template_hash.
+const (
+	upQuery   = `count(up{deployment!=""}) or vector(0)`
+	hashQuery = `count(up{deployment!="",pod_template_hash!=""}) or vector(0)`
+)
 
 // scrapeLabels checks what the step-0 scrape gate reads: canaryd gives a
 // canary traffic only once up{namespace,deployment} says Prometheus scrapes
 // it. Target relabelling (linkerd-viz's) labels up; metric relabelling,
 // which some setups use instead, does not, and every canary would hold.
+// linkerd-viz also copies every pod label, pod-template-hash among them, by
+// which the gate counts only the pods of the canary's current ReplicaSet:
+// without it, a pod of a canary rolled back a moment ago, still scraped,
+// opens the gate for the next one, which then takes traffic that Prometheus
+// does not see yet.
 func (r *run) scrapeLabels(ctx context.Context, prom *analysis.Prom) {
-	v, err := prom.Query(ctx, "scrape targets with a deployment label", upQuery)
+	labelled, err := r.count(ctx, prom, "scrape targets with a deployment label", upQuery)
 	if err != nil {
 		r.add(CatPrometheus, Fail, "cannot count scrape targets", err.Error(), "")
 		return
 	}
-	if vec, ok := v.(model.Vector); ok && len(vec) == 1 && vec[0].Value > 0 {
-		r.add(CatPrometheus, OK, fmt.Sprintf("Prometheus labels its scrape targets by deployment (%s)", plural(int(vec[0].Value), "target")), "", "")
+	if labelled == 0 {
+		r.add(CatPrometheus, Fail, "no scrape target's up series has a deployment label",
+			"canaryd gives a canary traffic only once up{namespace,deployment=\"<name>-canary\"} == 1, so every canary would hold at step 0",
+			"add namespace and deployment by target relabelling (relabel_configs, as linkerd-viz does), or run canaryd with --scrape-gate=false")
 		return
 	}
-	r.add(CatPrometheus, Fail, "no scrape target's up series has a deployment label",
-		"canaryd gives a canary traffic only once up{namespace,deployment=\"<name>-canary\"} == 1, so every canary would hold at step 0",
-		"add namespace and deployment by target relabelling (relabel_configs, as linkerd-viz does), or run canaryd with --scrape-gate=false")
+	hashed, err := r.count(ctx, prom, "scrape targets with a pod_template_hash label", hashQuery)
+	if err != nil {
+		r.add(CatPrometheus, Fail, "cannot count scrape targets", err.Error(), "")
+		return
+	}
+	if hashed >= labelled {
+		r.add(CatPrometheus, OK, fmt.Sprintf("Prometheus labels its scrape targets by deployment and pod_template_hash (%s)", plural(labelled, "target")), "", "")
+		return
+	}
+	r.add(CatPrometheus, Warn, fmt.Sprintf("%d of %s labelled by deployment have no pod_template_hash label", labelled-hashed, plural(labelled, "scrape target")),
+		"the scrape gate then counts every pod of <name>-canary, and a pod of a canary rolled back a moment ago can let the next one "+
+			"take traffic before Prometheus scrapes it (those first requests go unjudged)",
+		"copy the pod labels onto the targets (labelmap of __meta_kubernetes_pod_label_(.+), as linkerd-viz does), at least pod-template-hash")
+}
+
+// count runs a query that answers one number.
+func (r *run) count(ctx context.Context, prom *analysis.Prom, name, q string) (int, error) {
+	v, err := prom.Query(ctx, name, q)
+	if err != nil {
+		return 0, err
+	}
+	vec, ok := v.(model.Vector)
+	if !ok || len(vec) != 1 {
+		return 0, fmt.Errorf("query %q: want one number, got %v", name, v)
+	}
+	return int(vec[0].Value), nil
 }
 
 // targets checks that each opted-in Deployment has inbound proxy series:

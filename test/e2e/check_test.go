@@ -140,7 +140,7 @@ func TestCheckPassesOnAHealthySetupAndFailsWhenPrometheusIsDown(t *testing.T) {
 		"✔ can get, list, watch, create, update, patch, delete deployments.apps in namespace " + f.ns,
 		"✔ TrafficSplit split.smi-spec.io/v1alpha1 is served (used by the cluster default)",
 		"✔ Prometheus at " + env.cluster.Prometheus.URL + " answers canaryd's queries",
-		"✔ Prometheus labels its scrape targets by deployment",
+		"✔ Prometheus labels its scrape targets by deployment and pod_template_hash",
 		"Status check results are ✔ with 1 warning"} {
 		if !strings.Contains(res.out, want) {
 			t.Errorf("report lacks %q", want)
