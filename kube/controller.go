@@ -137,17 +137,19 @@ func New(cfg Config) (*Controller, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
 	}
+	metrics := newMetrics()
 	c := &Controller{
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
+			workqueue.TypedRateLimitingQueueConfig[string]{Name: "canaryd", MetricsProvider: queueMetrics{metrics.queueWait}}),
 		cfg:     cfg,
 		log:     cfg.Log,
-		queue:   workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](), workqueue.TypedRateLimitingQueueConfig[string]{Name: "canaryd"}),
 		sets:    map[string]*informerSet{},
 		probes:  map[string]time.Time{},
 		posted:  map[string]postedHook{},
 		behind:  map[string]int{},
 		written: map[string]string{},
 		synced:  make(chan struct{}),
-		metrics: newMetrics(),
+		metrics: metrics,
 		hooks:   newHookCaller(cfg.HookTimeout),
 	}
 	httpRoute, err := newHTTPRouteRouter(cfg, c.cachedSpec)

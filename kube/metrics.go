@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/client-go/util/workqueue"
 
 	"github.com/canaryd/canaryd/analysis"
 	"github.com/canaryd/canaryd/rollout"
@@ -24,6 +25,7 @@ type Metrics struct {
 	checkLatency  prometheus.Histogram
 	writes        prometheus.Counter
 	queueDepth    prometheus.Gauge
+	queueWait     prometheus.Histogram
 	Leader        prometheus.Gauge
 }
 
@@ -50,13 +52,15 @@ func newMetrics() *Metrics {
 		writes: prometheus.NewCounter(prometheus.CounterOpts{Name: "canaryd_api_writes_total",
 			Help: "Writes canaryd made to the API server."}),
 		queueDepth: prometheus.NewGauge(prometheus.GaugeOpts{Name: "canaryd_workqueue_depth", Help: "Keys waiting in the workqueue."}),
-		Leader:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "canaryd_leader", Help: "1 while this process holds the leader lease."}),
+		queueWait: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "canaryd_workqueue_wait_seconds",
+			Help: "Time a key waited in the workqueue for a worker (from its due time, for a requeue at one).", Buckets: prometheus.ExponentialBuckets(0.001, 2, 15)}),
+		Leader: prometheus.NewGauge(prometheus.GaugeOpts{Name: "canaryd_leader", Help: "1 while this process holds the leader lease."}),
 	}
 }
 
 // Register adds every collector to reg.
 func (m *Metrics) Register(reg prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{m.apps, m.reconcile, m.reconcileErrs, m.checkLatency, m.writes, m.queueDepth, m.Leader} {
+	for _, c := range []prometheus.Collector{m.apps, m.reconcile, m.reconcileErrs, m.checkLatency, m.writes, m.queueDepth, m.queueWait, m.Leader} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}
@@ -248,3 +252,31 @@ func (c *appCollector) collect(ch chan<- prometheus.Metric, ns, name string, a *
 		}
 	}
 }
+
+// queueMetrics hands the workqueue the one measure canaryd exports from it
+// beyond the depth: how long a key waits between being added (for a
+// requeue at a due time, when that time comes) and a worker taking it. Of a
+// step's lag, that is the share spent waiting for a worker rather than on
+// the check and the writes.
+type queueMetrics struct{ wait prometheus.Histogram }
+
+func (q queueMetrics) NewLatencyMetric(string) workqueue.HistogramMetric { return q.wait }
+
+func (queueMetrics) NewDepthMetric(string) workqueue.GaugeMetric            { return noMetric{} }
+func (queueMetrics) NewAddsMetric(string) workqueue.CounterMetric           { return noMetric{} }
+func (queueMetrics) NewWorkDurationMetric(string) workqueue.HistogramMetric { return noMetric{} }
+func (queueMetrics) NewRetriesMetric(string) workqueue.CounterMetric        { return noMetric{} }
+func (queueMetrics) NewUnfinishedWorkSecondsMetric(string) workqueue.SettableGaugeMetric {
+	return noMetric{}
+}
+func (queueMetrics) NewLongestRunningProcessorSecondsMetric(string) workqueue.SettableGaugeMetric {
+	return noMetric{}
+}
+
+// noMetric is a workqueue measure canaryd does not export.
+type noMetric struct{}
+
+func (noMetric) Inc()            {}
+func (noMetric) Dec()            {}
+func (noMetric) Set(float64)     {}
+func (noMetric) Observe(float64) {}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
@@ -311,7 +312,7 @@ canaryd_rollouts_total{deployment="web",event="started",namespace="shop"} 1
 		"canaryd_rollout_failed_checks", "canaryd_check_value", "canaryd_check_stable_value", "canaryd_check_last_verdict",
 		"canaryd_check_verdicts_total", "canaryd_rollouts_total", "canaryd_reconcile_duration_seconds",
 		"canaryd_reconcile_errors_total", "canaryd_check_duration_seconds", "canaryd_api_writes_total",
-		"canaryd_workqueue_depth", "canaryd_leader")
+		"canaryd_workqueue_depth", "canaryd_workqueue_wait_seconds", "canaryd_leader")
 	parser := expfmt.NewTextParser(model.UTF8Validation)
 	if _, err := parser.TextToMetricFamilies(strings.NewReader(all)); err != nil {
 		t.Errorf("the exposition does not parse: %v", err)
@@ -343,7 +344,7 @@ func TestMetricsExposeEveryDocumentedFamily(t *testing.T) {
 		"canaryd_rollout_failed_checks", "canaryd_check_value", "canaryd_check_stable_value", "canaryd_check_last_verdict",
 		"canaryd_check_verdicts_total", "canaryd_rollouts_total", "canaryd_reconcile_duration_seconds",
 		"canaryd_reconcile_errors_total", "canaryd_check_duration_seconds", "canaryd_api_writes_total",
-		"canaryd_workqueue_depth", "canaryd_leader"} {
+		"canaryd_workqueue_depth", "canaryd_workqueue_wait_seconds", "canaryd_leader"} {
 		if !strings.Contains(" "+strings.Join(names, " ")+" ", " "+want+" ") {
 			t.Errorf("family %s is not exposed (have %v)", want, names)
 		}
@@ -440,5 +441,20 @@ func BenchmarkMetricsScrape(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
+	}
+}
+
+func TestTheQueueReportsHowLongAKeyWaitedForAWorker(t *testing.T) {
+	r := newRig(t)
+	r.c.queue.Add("shop/foo")
+	time.Sleep(20 * time.Millisecond)
+	key, _ := r.c.queue.Get()
+	r.c.queue.Done(key)
+	h := &dto.Metric{}
+	if err := r.c.metrics.queueWait.Write(h); err != nil {
+		t.Fatal(err)
+	}
+	if n, sum := h.GetHistogram().GetSampleCount(), h.GetHistogram().GetSampleSum(); n != 1 || sum < 0.02 {
+		t.Errorf("canaryd_workqueue_wait_seconds: %d samples summing %.3f s, want 1 of at least 0.020", n, sum)
 	}
 }
