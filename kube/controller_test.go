@@ -380,3 +380,21 @@ func TestAPanicInOneReconcileIsContainedAndRetried(t *testing.T) {
 		t.Errorf("error %v", err)
 	}
 }
+
+func TestLookingAgainAfterACacheBehindIsPromptThenBacksOff(t *testing.T) {
+	for _, tc := range []struct {
+		inARow int
+		want   time.Duration
+	}{
+		{1, 5 * time.Millisecond},
+		{2, 10 * time.Millisecond},
+		{3, 20 * time.Millisecond},
+		{8, 640 * time.Millisecond},
+		{9, time.Second},
+		{1000, time.Second},
+	} {
+		if got := behindDelay(tc.inARow); got != tc.want {
+			t.Errorf("behind %d in a row: wait %s, want %s", tc.inARow, got, tc.want)
+		}
+	}
+}

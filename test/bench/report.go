@@ -141,6 +141,13 @@ func f2(v float64) string {
 	return fmt.Sprintf("%.2f", v)
 }
 
+func f3(v float64) string {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return "–"
+	}
+	return fmt.Sprintf("%.3f", v)
+}
+
 func f0(v float64) string {
 	if math.IsNaN(v) || math.IsInf(v, 0) {
 		return "–"

@@ -65,6 +65,23 @@ func (r Report) writeScale(b *strings.Builder, dir string) error {
 		p("| %d | %s | %s | %s | %s | %s |", s.N, f2(i.HeapLiveMB), f2(i.NextGCMB), f2(i.SysMB), f2(i.ReleasedMB), f2(i.RSSMB))
 	}
 	p("")
+	p("Where a step's lag goes. The step lag starts at `stepStartedAt` + interval; the **overrun** of the same steps starts at the previous weight's own watch event + interval: how much longer than the interval traffic saw a weight, including any wait to stamp a step applied (the canary's first step is written intent first and stamped by a later sync). The waits are means over every sync of the wave: a key waiting in the workqueue for a worker (`canaryd_workqueue_wait_seconds`), a check (all its queries), a write.")
+	p("")
+	p("| N | timed steps | step lag p50 s | p99 s | overrun p50 s | p99 s | mean queue wait s | mean check s | mean write s |")
+	p("|---|---|---|---|---|---|---|---|---|")
+	for _, s := range r.Scale {
+		m := s.Median
+		timed := 0
+		for _, w := range s.Waves {
+			timed += len(w.Lags)
+		}
+		p("| %d | %d | %s | %s | %s | %s | %s | %s | %s |", s.N, timed,
+			f2(m(func(w WaveResult) float64 { return w.LagP50 })), f2(m(func(w WaveResult) float64 { return w.LagP99 })),
+			f2(m(func(w WaveResult) float64 { return w.OverrunP50 })), f2(m(func(w WaveResult) float64 { return w.OverrunP99 })),
+			f3(m(func(w WaveResult) float64 { return w.QueueWaitMeanS })), f2(m(func(w WaveResult) float64 { return w.CheckMeanS })),
+			f2(m(func(w WaveResult) float64 { return w.WriteLatency })))
+	}
+	p("")
 	p("Targets at N = 2,000: RSS ≤ %.0f MB, idle CPU ≤ %.0f %% of a core, step lag p99 ≤ %.0f s, ≤ %.0f API writes per step.", Targets.RSSMB, Targets.IdleCPUPct, Targets.LagP99, Targets.WritesPerStep)
 	p("")
 	rf, lf := LinearFit(xs, rss), LinearFit(xs, live)

@@ -24,8 +24,14 @@ type WaveResult struct {
 	CPUPct, RSSMaxMB float64       // canaryd, over the wave
 	Lags             []float64     // seconds, one per timed step
 	LagP50, LagP99   float64
-	Held             int // steps that held (inconclusive) before advancing: not timed
-	Steps            int // weight changes written
+	// Overruns: for the same steps, how much longer than the interval the
+	// previous weight stayed in place (its watch event to the new one's):
+	// what traffic sees, including any wait to stamp a step applied.
+	Overruns               []float64
+	OverrunP50, OverrunP99 float64
+	QueueWaitMeanS         float64 // canaryd_workqueue_wait_seconds, mean
+	Held                   int     // steps that held (inconclusive) before advancing: not timed
+	Steps                  int     // weight changes written
 	// OddSequences are rollouts whose weights were not exactly 100m, 200m,
 	// 500m, 1000m, 0 (a promoted rollout must write each once, in order).
 	OddSequences []string
@@ -201,6 +207,9 @@ func (s *scaleRun) wave(ctx context.Context, n, w int, keys []string, stagger ti
 	if wr.Checks > 0 {
 		wr.QueriesPerCheck = wr.Queries / wr.Checks
 	}
+	if c := m1.Get("canaryd_workqueue_wait_seconds") - m0.Get("canaryd_workqueue_wait_seconds"); c > 0 {
+		wr.QueueWaitMeanS = (m1.SumOf("canaryd_workqueue_wait_seconds") - m0.SumOf("canaryd_workqueue_wait_seconds")) / c
+	}
 	if c := m1.Get("canaryd_check_duration_seconds") - m0.Get("canaryd_check_duration_seconds"); c > 0 {
 		wr.CheckMeanS = (m1.SumOf("canaryd_check_duration_seconds") - m0.SumOf("canaryd_check_duration_seconds")) / c
 	}
@@ -302,6 +311,7 @@ func (s *scaleRun) lags(wr *WaveResult, keys []string, since time.Time) {
 					wr.Held++
 				case ok:
 					wr.Lags = append(wr.Lags, c.At.Sub(due.Add(s.cfg.Interval)).Seconds())
+					wr.Overruns = append(wr.Overruns, c.At.Sub(prevAt.Add(s.cfg.Interval)).Seconds())
 				}
 			}
 			prev, prevAt = c.Weight, c.At
@@ -311,6 +321,7 @@ func (s *scaleRun) lags(wr *WaveResult, keys []string, since time.Time) {
 		}
 	}
 	wr.LagP50, wr.LagP99 = Quantile(wr.Lags, 0.5), Quantile(wr.Lags, 0.99)
+	wr.OverrunP50, wr.OverrunP99 = Quantile(wr.Overruns, 0.5), Quantile(wr.Overruns, 0.99)
 }
 
 // stepDue finds when the step at weight w started: the last status seen
