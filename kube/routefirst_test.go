@@ -3,6 +3,7 @@ package kube
 import (
 	"errors"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -18,9 +19,24 @@ import (
 	"github.com/canaryd/canaryd/rollout"
 )
 
-// atStep1 runs the rig through a new revision to step 1 in place, playing
-// the Deployment controller and kubelet for foo-canary.
+// atStep1 runs the rig through a new revision to step 1 in place.
 func atStep1(t *testing.T) *rig {
+	t.Helper()
+	r := canaryReady(t)
+	*r.now = r.now.Add(time.Second)
+	r.sync() // step 1: the status (intent), the split, the status (applied)
+	*r.now = r.now.Add(time.Second)
+	r.sync() // first sight of 100m: nothing more
+	st := r.status()
+	if st.Step != 1 || !st.Applied || r.weight() != 100 {
+		t.Fatalf("not at step 1 in place: weight %d, status %+v", r.weight(), st)
+	}
+	return r
+}
+
+// canaryReady runs the rig through a new revision to a ready foo-canary
+// before step 1, playing the Deployment controller and kubelet for it.
+func canaryReady(t *testing.T) *rig {
 	t.Helper()
 	r := newRig(t, app(nil)...)
 	r.sync()
@@ -62,15 +78,32 @@ func atStep1(t *testing.T) *rig {
 		}
 	}
 	time.Sleep(100 * time.Millisecond)
-	*r.now = r.now.Add(time.Second)
-	r.sync() // step 1: the status (intent), then the split
-	*r.now = r.now.Add(time.Second)
-	r.sync() // first sight of 100m: applied
-	st := r.status()
-	if st.Step != 1 || !st.Applied || r.weight() != 100 {
-		t.Fatalf("not at step 1 in place: weight %d, status %+v", r.weight(), st)
-	}
 	return r
+}
+
+func TestTheFirstStepIsStampedAppliedByTheSyncThatWritesIt(t *testing.T) {
+	r := canaryReady(t)
+	writes := r.ordered()
+	*r.now = r.now.Add(time.Second)
+	at := *r.now
+	r.sync()
+	got := writes()
+	if len(got) != 3 || got[0] != "patch deployments/foo" || !strings.HasSuffix(got[1], " trafficsplits/foo") || got[2] != "patch deployments/foo" {
+		t.Fatalf("writes of step 1: %v, want the status (intent), the split, the status (applied)", got)
+	}
+	st := r.status()
+	if st.Step != 1 || !st.Applied || st.StepStartedAt == nil || !st.StepStartedAt.Equal(at) || r.weight() != 100 {
+		t.Fatalf("after step 1's sync: weight %d, status %+v; want step 1 applied since %s", r.weight(), st, at)
+	}
+	// The sync that sees 100m in place, however late, changes nothing.
+	*r.now = r.now.Add(3 * time.Second)
+	r.sync()
+	if n := len(writes()); n != 3 {
+		t.Errorf("%d writes, want 3: %v", n, writes())
+	}
+	if st2 := r.status(); !st2.StepStartedAt.Equal(at) {
+		t.Errorf("step 1 restamped at %s, want %s", st2.StepStartedAt, at)
+	}
 }
 
 // ordered records the writes to both clients in the order they were made.

@@ -190,8 +190,11 @@ func (c *Controller) apply(ctx context.Context, w *writer, o rollout.Observed, d
 		return nil
 	}
 	inPlace, err := c.applySplit(ctx, w, spec.Router, apex, ds.Weight)
-	if err != nil || !inPlace {
+	if err != nil {
 		return err
+	}
+	if !inPlace {
+		return c.stampApplied(ctx, w, dec, spec.Router, ds.Weight)
 	}
 	// The chosen router's object is observed in place (and accepted, where
 	// that is required): any other router's object goes now, not sooner, so
@@ -242,6 +245,24 @@ func (c *Controller) applyRouteFirst(ctx context.Context, w *writer, o rollout.O
 	}
 	c.emit(w.foo, dec.Events, dec.Status)
 	return nil
+}
+
+// stampApplied records a step written intent first (the canary's first
+// step, a step after a failed route write) as applied from the moment its
+// route write succeeded, in the same sync. It was left to the next sync, the
+// first to see the weight in place, which under load came a second or more
+// later (a queue of due keys, a 409 on foo to retry): the step then lasted
+// that much longer than its interval. Where a route counts only once
+// accepted, the next sync still stamps it on sight. A failed stamp is
+// retried like any write, and the next sync stamps it anyway.
+func (c *Controller) stampApplied(ctx context.Context, w *writer, dec rollout.Decision, routerName string, weight int) error {
+	st := dec.Status
+	if st.Phase != rollout.PhaseProgressing || st.Step < 1 || st.Applied || st.Weight != weight || !c.routeTakesEffectOnWrite(routerName) {
+		return nil
+	}
+	dec.Status.MarkApplied(c.cfg.Clock())
+	dec.Events, dec.RemoveAnnotations = nil, nil // emitted and removed with the intent
+	return w.patchFoo(ctx, dec, false)
 }
 
 // routeTakesEffectOnWrite: a successful write of the router's object is the
