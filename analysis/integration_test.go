@@ -296,7 +296,7 @@ func TestRealPrometheusAnswersSharedQueriesAsItAnswersAlone(t *testing.T) {
 	}
 
 	alone, err := analysis.NewPrometheus(analysis.Config{
-		Client: analysis.ClientConfig{Address: w.prom.URL, Timeout: 5 * time.Second}, ScrapeInterval: scrape, Solo: true})
+		Client: analysis.ClientConfig{Address: w.prom.URL, Timeout: 5 * time.Second}, ScrapeInterval: scrape})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -328,7 +328,7 @@ func TestRealPrometheusAnswersSharedQueriesAsItAnswersAlone(t *testing.T) {
 	}))
 	defer srv.Close()
 	shared, err := analysis.NewPrometheus(analysis.Config{
-		Client: analysis.ClientConfig{Address: srv.URL, Timeout: 5 * time.Second}, ScrapeInterval: scrape})
+		Client: analysis.ClientConfig{Address: srv.URL, Timeout: 5 * time.Second}, ScrapeInterval: scrape, Share: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -362,4 +362,63 @@ func TestRealPrometheusAnswersSharedQueriesAsItAnswersAlone(t *testing.T) {
 func sameNumbers(a, b analysis.Numbers) bool {
 	eq := func(x, y float64) bool { return x == y || (math.IsNaN(x) && math.IsNaN(y)) }
 	return eq(a.Requests, b.Requests) && eq(a.SuccessRate, b.SuccessRate) && eq(a.LatencyP99Ms, b.LatencyP99Ms)
+}
+
+// TestRealPrometheusCountsEveryRequestExactly: the counts since the
+// canary's start are the requests the proxies counted in that time, to
+// the request, both for a series that existed before (stable: its value
+// now minus its value then) and for one born since (the canary: its whole
+// value). Traffic pauses around the start and before the check, so that
+// the scraped values at both ends are known.
+func TestRealPrometheusCountsEveryRequestExactly(t *testing.T) {
+	w := startWorld(t)
+	sp, cp := w.em.pod("count", "exact"), w.em.pod("count", "exact-canary")
+	burst := func(seconds float64, seed uint64, ps ...*proxy) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Duration(seconds*float64(time.Second)))
+		defer cancel()
+		var wg sync.WaitGroup
+		for i, p := range ps {
+			wg.Go(func() { w.em.drive(ctx, p, traffic{rps: 40, errRate: 0.1, latencyMs: 8}, seed+uint64(i)) })
+		}
+		wg.Wait()
+	}
+	byStatus := func(p *proxy) (total, bad float64) {
+		w.em.mu.Lock()
+		defer w.em.mu.Unlock()
+		for code, s := range p.byStatus {
+			total += float64(s.count)
+			if code >= 500 {
+				bad += float64(s.count)
+			}
+		}
+		return total, bad
+	}
+	burst(3, 1, sp) // stable's series exist before the canary starts
+	time.Sleep(4 * scrape)
+	stable0, stableBad0 := byStatus(sp)
+	since := time.Now()
+	burst(3, 10, sp, cp)
+	time.Sleep(4 * scrape)
+	stable1, stableBad1 := byStatus(sp)
+	canary, canaryBad := byStatus(cp)
+
+	for _, solo := range []bool{true, false} {
+		p, err := analysis.NewPrometheus(analysis.Config{
+			Client: analysis.ClientConfig{Address: w.prom.URL, Timeout: 5 * time.Second}, ScrapeInterval: scrape, Share: !solo})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := p.Analyze(context.Background(), analysis.Target{Namespace: "count", Canary: "exact-canary", Stable: "exact",
+			Window: 5 * time.Second, Since: since, Now: time.Now(), MinSuccessRate: 1, MinRequests: 1})
+		if len(r.Judge) == 0 {
+			t.Fatalf("no sequential test ran: %s %q", r.Verdict, r.Reason)
+		}
+		e := r.Judge[0]
+		got := [4]float64{e.CanaryTotal, e.CanaryBad, e.StableTotal, e.StableBad}
+		want := [4]float64{canary, canaryBad, stable1 - stable0, stableBad1 - stableBad0}
+		if got != want || canary < 50 {
+			t.Errorf("solo=%v: counted canary %v (%v bad), stable %v (%v bad); the proxies counted %v (%v), %v (%v)",
+				solo, got[0], got[1], got[2], got[3], want[0], want[1], want[2], want[3])
+		}
+	}
 }

@@ -29,9 +29,10 @@ type Config struct {
 	// probes) are not application traffic. Zero means DefaultAdminPort;
 	// negative counts them.
 	AdminPort int
-	// Solo runs every check's built-in queries on their own instead of
-	// sharing them with the checks made at the same moment (share.go).
-	Solo bool
+	// Share lets the checks made at the same moment share their built-in
+	// queries (share.go): fewer queries, for a Prometheus-compatible backend
+	// that limits or bills them, but checks wait for each other's round trips.
+	Share bool
 }
 
 // Prom is the Analyzer that asks Prometheus about Linkerd's proxy metrics.
@@ -74,7 +75,7 @@ func NewPrometheus(cfg Config) (*Prom, error) {
 	if p.adminPort == 0 {
 		p.adminPort = DefaultAdminPort
 	}
-	p.share = &sharer{query: client.query, adminPort: p.adminPort, solo: cfg.Solo}
+	p.share = &sharer{query: client.query, adminPort: p.adminPort, solo: !cfg.Share}
 	return p, nil
 }
 

@@ -133,7 +133,7 @@ func TestChecksAtTheSameMomentShareTheirQueries(t *testing.T) {
 	t.Cleanup(srv.Close)
 
 	// Each check alone, for the answers sharing must not change.
-	solo := newTestProm(t, srv.URL, func(c *Config) { c.Solo = true })
+	solo := newTestProm(t, srv.URL, nil)
 	want := make([]Result, len(ts))
 	for i, tg := range ts {
 		want[i] = solo.Analyze(context.Background(), tg)
@@ -147,7 +147,7 @@ func TestChecksAtTheSameMomentShareTheirQueries(t *testing.T) {
 	}
 
 	// Given the first check's queries out at Prometheus (held there),
-	p := newTestProm(t, srv.URL, nil)
+	p := newTestProm(t, srv.URL, func(c *Config) { c.Share = true })
 	f.mu.Lock()
 	f.held = true
 	f.mu.Unlock()
@@ -202,7 +202,7 @@ func TestASharedQueryThatFailsFailsEveryCheckInIt(t *testing.T) {
 	f := &manyProm{bad: shareBad(ts), release: make(chan struct{}), held: true, fail: true}
 	srv := httptest.NewServer(f)
 	t.Cleanup(srv.Close)
-	p := newTestProm(t, srv.URL, nil)
+	p := newTestProm(t, srv.URL, func(c *Config) { c.Share = true })
 	got := make([]Result, len(ts))
 	var wg sync.WaitGroup
 	wg.Go(func() { got[0] = p.Analyze(context.Background(), ts[0]) })
@@ -236,7 +236,7 @@ func TestACheckWaitingForASharedQueryEndsWithItsContext(t *testing.T) {
 	srv := httptest.NewServer(f)
 	t.Cleanup(srv.Close)
 	defer close(f.release)
-	p := newTestProm(t, srv.URL, nil)
+	p := newTestProm(t, srv.URL, func(c *Config) { c.Share = true })
 	go p.Analyze(context.Background(), ts[0])
 	waitFor(t, func() bool { n, _ := f.seen(); return n == 4 })
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)

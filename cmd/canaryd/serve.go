@@ -47,7 +47,7 @@ type options struct {
 	leaseDuration                                       time.Duration
 	pprof                                               bool
 	noScrapeGate                                        bool
-	soloQueries                                         bool
+	shareQueries                                        bool
 	httpRouteVersion                                    string
 	httpRouteRequireAccepted                            bool
 }
@@ -77,7 +77,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.DurationVar(&o.hookTimeout, "hook-timeout", 10*time.Second, "time limit of one lifecycle webhook request")
 	fs.DurationVar(&o.scrapeInterval, "scrape-interval", analysis.DefaultScrapeInterval, "Prometheus's scrape interval of the Linkerd proxies")
 	scrapeGate := fs.Bool("scrape-gate", true, "give a ready canary its first traffic only once Prometheus scrapes its pods (up{namespace,deployment} == 1)")
-	shareQueries := fs.Bool("share-queries", true, "checks made at the same moment ask Prometheus together: one query per question instead of one per check")
+	shareQueries := fs.Bool("share-queries", false, "checks made at the same moment ask Prometheus together, one query per question instead of one per check: fewer queries for a backend that limits or bills them, at the cost of waiting for each other")
 	fs.StringVar(&o.smiVersion, "smi-version", "v1alpha1", "TrafficSplit version to write: v1alpha1 (milli weights) or v1alpha2")
 	fs.StringVar(&o.httpRouteVersion, "httproute-version", "", "HTTPRoute API to write: gateway.networking.k8s.io/v1, gateway.networking.k8s.io/v1beta1 or policy.linkerd.io/v1beta3; empty: the first served")
 	fs.BoolVar(&o.httpRouteRequireAccepted, "httproute-require-accepted", false, "count an HTTPRoute's weights as applied only once its status says Accepted (needs Linkerd's policy controller)")
@@ -106,7 +106,7 @@ func parseFlags(args []string) (*options, error) {
 		return nil, errUsage
 	}
 	o.noScrapeGate = !*scrapeGate
-	o.soloQueries = !*shareQueries
+	o.shareQueries = *shareQueries
 	switch {
 	case o.workers < 1:
 		return nil, fmt.Errorf("--workers %d: want at least 1", o.workers)
@@ -203,7 +203,7 @@ func serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	analyzer, err := analysis.NewPrometheus(analysis.Config{Client: o.prom, Judge: o.judge, Checks: checks, ScrapeInterval: o.scrapeInterval, Solo: o.soloQueries})
+	analyzer, err := analysis.NewPrometheus(analysis.Config{Client: o.prom, Judge: o.judge, Checks: checks, ScrapeInterval: o.scrapeInterval, Share: o.shareQueries})
 	if err != nil {
 		return err
 	}
