@@ -88,7 +88,7 @@ func (r Report) writeScale(b *strings.Builder, dir string) error {
 	if len(xs) >= 2 {
 		p("**Memory slope**: the live heap (after a forced collection: what the caches hold) grows by **%.1f KB per managed Deployment** (least squares over N, R² = %.3f, intercept %.1f MB); RSS by %.1f KB per Deployment (R² = %.3f, intercept %.1f MB).",
 			lf.Slope*1000, lf.R2, lf.Intercept, rf.Slope*1000, rf.R2, rf.Intercept)
-		p("RSS is about twice the live heap: Go's collector lets the heap grow to twice the live data before collecting (GOGC=100), and memory freed after start-up's full LISTs goes back to the OS only gradually.")
+		p("RSS is two to three times the live heap: Go's collector lets the heap grow to 1.5 times the live data before collecting (canaryd's default GOGC=50), the runtime keeps what it took from the OS for the next growth (`sys` minus `released` above), and memory freed after start-up's full LISTs goes back to the OS only gradually.")
 		p("")
 	}
 	r.writeStaggered(b)
