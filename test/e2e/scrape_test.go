@@ -9,7 +9,6 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/canaryd/canaryd/analysis"
-	"github.com/canaryd/canaryd/rollout"
 )
 
 // The canary's first traffic comes after Prometheus's first scrape of it:
@@ -20,10 +19,15 @@ func TestTheCanaryTakesTrafficOnlyOnceItIsScraped(t *testing.T) {
 	f := given(t, "e2e-scraped").app(nil, healthy).audit().canaryd().adopted()
 
 	f.deploy("example.com/web:2.0", healthy)
-	f.waitStatus("step 1", time.Minute, func(s rollout.Status) bool { return s.Step >= 1 })
-	on, _ := f.auditor.FirstTraffic()
-	if on.IsZero() {
-		t.Fatal("the auditor saw no canary traffic")
+	// Step 1's status is written before its split (intent first): wait for
+	// the auditor to see the split's first canary weight, not the status.
+	var on time.Time
+	f.waitFor("the canary's first traffic", time.Minute, func() (bool, error) {
+		on, _ = f.auditor.FirstTraffic()
+		return !on.IsZero(), nil
+	})
+	if st, err := f.tryStatus(); err != nil || st.Step < 1 {
+		t.Fatalf("the canary took traffic at step %d (%v)", st.Step, err)
 	}
 	p, err := analysis.NewPrometheus(analysis.Config{Client: analysis.ClientConfig{Address: env.cluster.Prometheus.URL, Timeout: 5 * time.Second}})
 	if err != nil {
