@@ -65,11 +65,10 @@ type ask struct {
 	// rng is the query range for an evaluation at `at`.
 	rng  func(at time.Time) time.Duration
 	done chan struct{}
-	// The answer: the check's own rows, the range and time they were
-	// evaluated with, or the error.
+	// The answer: the check's own rows and the range they were evaluated
+	// over, or the error.
 	rows model.Vector
 	used time.Duration
-	at   time.Time
 	err  error
 }
 
@@ -136,7 +135,7 @@ func (s *sharer) round(ctx context.Context, l lane, batch []*ask) {
 	}
 	byRange := map[time.Duration][]*ask{}
 	for _, a := range batch {
-		a.at, a.used = at, a.rng(at)
+		a.used = a.rng(at)
 		byRange[a.used] = append(byRange[a.used], a)
 	}
 	var wg sync.WaitGroup
