@@ -256,8 +256,7 @@ func (c *Controller) applyRouteFirst(ctx context.Context, w *writer, o rollout.O
 // accepted, the next sync still stamps it on sight. A failed stamp is
 // retried like any write, and the next sync stamps it anyway.
 func (c *Controller) stampApplied(ctx context.Context, w *writer, dec rollout.Decision, routerName string, weight int) error {
-	st := dec.Status
-	if st.Phase != rollout.PhaseProgressing || st.Step < 1 || st.Applied || st.Weight != weight || !c.routeTakesEffectOnWrite(routerName) {
+	if !dec.Status.AwaitsApplied(weight) || !c.routeTakesEffectOnWrite(routerName) {
 		return nil
 	}
 	dec.Status.MarkApplied(c.cfg.Clock())

@@ -149,3 +149,29 @@ func TestTheAnnouncedWeightBeforeTheDueTimeIsNotAdopted(t *testing.T) {
 		t.Fatalf("an early weight was taken: status %+v desired %+v", d.Status, d.Desired)
 	}
 }
+
+func TestAwaitsApplied(t *testing.T) {
+	step1 := Status{Phase: PhaseProgressing, Step: 1, Weight: 100}
+	stamped := step1
+	stamped.Applied = true
+	held := step1
+	held.Phase = PhaseHeld
+	promoting := Status{Phase: PhasePromoting, Weight: 1000}
+	for _, tc := range []struct {
+		name   string
+		st     Status
+		weight int
+		want   bool
+	}{
+		{"a step written intent first, its weight just written", step1, 100, true},
+		{"already stamped", stamped, 100, false},
+		{"another weight written (the canary's weight moved to stable)", step1, 0, false},
+		{"a held step: stamped on sight by the next sync", held, 100, false},
+		{"step 0, waiting for the canary", Status{Phase: PhaseProgressing}, 0, false},
+		{"promotion stages keep no applied stamp", promoting, 1000, false},
+	} {
+		if got := tc.st.AwaitsApplied(tc.weight); got != tc.want {
+			t.Errorf("%s: AwaitsApplied(%d) = %v, want %v", tc.name, tc.weight, got, tc.want)
+		}
+	}
+}

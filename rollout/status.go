@@ -94,6 +94,12 @@ func (s Status) Announced() (int, bool) {
 	return s.Steps[s.Step], true
 }
 
+// AwaitsApplied: s walks a step whose weight, once a route write carrying
+// weight has succeeded, is in place but not yet recorded so (MarkApplied).
+func (s Status) AwaitsApplied(weight int) bool {
+	return s.Phase == PhaseProgressing && s.Step >= 1 && !s.Applied && s.Weight == weight
+}
+
 // MarkApplied records the step's weight as in place since at: the
 // controller's clock when the route write that carried it succeeded.
 func (s *Status) MarkApplied(at time.Time) {
