@@ -354,15 +354,48 @@ func (c *Controller) setProbe(key string, t time.Time) {
 	c.probes[key] = t
 }
 
+// reportQueueDepth sets the queue depth gauge every second and, once, when
+// start-up's first pass is over, hands the memory it used back to the OS.
 func (c *Controller) reportQueueDepth(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	firstPass := afterFirstPass(c.cfg.Clock(), firstPassLimit, debug.FreeOSMemory)
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
-			c.metrics.queueDepth.Set(float64(c.queue.Len()))
+		case now := <-t.C:
+			n := c.queue.Len()
+			c.metrics.queueDepth.Set(float64(n))
+			if firstPass(now, n) {
+				c.log.Info("start-up done; memory it used returned to the OS")
+			}
 		}
+	}
+}
+
+// firstPassLimit bounds the wait for an empty queue after start-up: with
+// many rollouts due at once it may not empty for a while.
+const firstPassLimit = 2 * time.Minute
+
+// afterFirstPass returns a function to call with the queue's length now and
+// then; it calls release once, the first time the queue is empty or limit
+// has passed since start, and reports whether that call released.
+//
+// Start-up lists every watched object whole and then syncs every managed
+// Deployment; the collector frees that garbage, but Go's scavenger returns
+// the pages only slowly and only down to the next collection's target, so
+// the process kept its start-up peak: at 2,000 managed Deployments
+// (test/bench) 130 MB taken from the OS for a 52 MB live heap. One forced
+// collection and return, costing a mark of the live heap, hands it back.
+func afterFirstPass(start time.Time, limit time.Duration, release func()) func(now time.Time, queued int) bool {
+	done := false
+	return func(now time.Time, queued int) bool {
+		if done || (queued > 0 && now.Sub(start) < limit) {
+			return false
+		}
+		done = true
+		release()
+		return true
 	}
 }

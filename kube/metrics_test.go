@@ -458,3 +458,39 @@ func TestTheQueueReportsHowLongAKeyWaitedForAWorker(t *testing.T) {
 		t.Errorf("canaryd_workqueue_wait_seconds: %d samples summing %.3f s, want 1 of at least 0.020", n, sum)
 	}
 }
+
+func TestStartUpMemoryIsReleasedOnceTheQueueFirstEmptiesOrAtTheLimit(t *testing.T) {
+	start := time.Date(2026, 12, 7, 17, 0, 0, 0, time.UTC)
+	type tick struct {
+		after  time.Duration
+		queued int
+	}
+	for _, tc := range []struct {
+		name      string
+		ticks     []tick
+		releaseAt int // index of the tick that releases; -1 none
+	}{
+		{"while keys wait, nothing", []tick{{time.Second, 2000}, {2 * time.Second, 900}}, -1},
+		{"the first empty queue", []tick{{time.Second, 2000}, {2 * time.Second, 0}, {3 * time.Second, 0}, {4 * time.Second, 5}, {5 * time.Second, 0}}, 1},
+		{"empty at the first tick", []tick{{time.Second, 0}, {2 * time.Second, 0}}, 0},
+		{"never empty: at the limit", []tick{{time.Second, 50}, {time.Minute, 50}, {2 * time.Minute, 50}, {3 * time.Minute, 0}}, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			released := 0
+			firstPass := afterFirstPass(start, 2*time.Minute, func() { released++ })
+			for i, k := range tc.ticks {
+				got := firstPass(start.Add(k.after), k.queued)
+				if got != (i == tc.releaseAt) {
+					t.Errorf("tick %d (%v, %d queued): released %v", i, k.after, k.queued, got)
+				}
+			}
+			want := 0
+			if tc.releaseAt >= 0 {
+				want = 1
+			}
+			if released != want {
+				t.Errorf("release called %d times, want %d", released, want)
+			}
+		})
+	}
+}
