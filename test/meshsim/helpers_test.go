@@ -111,7 +111,7 @@ func (c *cluster) custom(gvr schema.GroupVersionResource, kind, name string, age
 func (c *cluster) serve(gvrs ...schema.GroupVersionResource) { c.served = append(c.served, gvrs...) }
 
 // start builds a Sim on fake clientsets holding the cluster, waits for its caches and builds the first world.
-func (c *cluster) start(t *testing.T, cfg Config) (*Sim, *kfake.Clientset) {
+func (c *cluster) start(t testing.TB, cfg Config) (*Sim, *kfake.Clientset) {
 	t.Helper()
 	kube := kfake.NewClientset(c.objs...)
 	disc := kube.Discovery().(*fakediscovery.FakeDiscovery)

@@ -89,6 +89,10 @@ type Sim struct {
 	rr       map[svcKey]uint64
 	rng      *rand.Rand
 
+	// splits and splitsNext remember parsed TrafficSplits between rebuilds; only the stepping goroutine
+	// touches them.
+	splits, splitsNext map[objectVersion]parsed
+
 	// lastTargets and targetsAddr are the last content written to TargetsFile and the address it named; only
 	// the stepping goroutine touches them.
 	lastTargets []byte

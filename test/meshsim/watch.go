@@ -182,6 +182,19 @@ func (w *watcher) watchDynamic(ctx context.Context, kind string, gvr schema.Grou
 }
 
 // list returns every cached object of a kind, across the watched namespaces.
+// get is the cached object of kind ns/name, from whichever namespace's store holds it, or nil.
+func (w *watcher) get(kind, ns, name string) any {
+	w.mu.Lock()
+	stores := w.stores[kind]
+	w.mu.Unlock()
+	for _, st := range stores {
+		if o, ok, _ := st.GetByKey(ns + "/" + name); ok {
+			return o
+		}
+	}
+	return nil
+}
+
 func (w *watcher) list(kind string) []any {
 	w.mu.Lock()
 	stores := slices.Clone(w.stores[kind])

@@ -37,14 +37,26 @@ type svcKey struct{ ns, name string }
 
 type podKey struct{ ns, name string }
 
+// objectVersion is one version of one object.
+type objectVersion struct {
+	uid types.UID
+	rv  string
+}
+
+// parsed is what parseSplit made of one version of a TrafficSplit.
+type parsed struct {
+	apex  string
+	split split
+	err   error
+}
+
 func (k svcKey) String() string { return k.ns + "/" + k.name }
 
 // world is an immutable snapshot of what the simulator routes over, rebuilt from the caches when they change.
 type world struct {
 	apexes   []*apex             // sorted by key, so that request generation is deterministic
-	backends map[svcKey][]podKey // ready endpoints of each Service, sorted
+	backends map[svcKey][]podKey // ready endpoints of each Service an apex with traffic sends to, sorted
 	pods     map[podKey]*podInfo // meshed pods
-	cached   map[podKey]bool     // every pod the cache held at the build, meshed or not
 }
 
 type apex struct {
@@ -77,41 +89,53 @@ type behaviour struct {
 var systemNamespaces = map[string]bool{"kube-system": true, "kube-public": true, "kube-node-lease": true, "local-path-storage": true}
 
 // buildWorld reads every cache once and assembles a snapshot. Odd objects are logged once and skipped.
+//
+// It runs on every tick on which a watched object changed, which during a benchmark wave is every tick, so it
+// looks objects up in the caches instead of indexing them again, and reads the EndpointSlices of only the
+// Services that an apex taking traffic can send to.
 func (s *Sim) buildWorld() *world {
-	w := &world{backends: map[svcKey][]podKey{}, pods: map[podKey]*podInfo{}, cached: map[podKey]bool{}}
+	w := &world{backends: map[svcKey][]podKey{}, pods: map[podKey]*podInfo{}}
+	w.apexes = s.buildApexes()
 
-	rsByKey := map[podKey]*appsv1.ReplicaSet{}
-	for _, o := range s.watch.list(kindReplicaSet) {
-		if rs, ok := o.(*appsv1.ReplicaSet); ok {
-			rsByKey[podKey{rs.Namespace, rs.Name}] = rs
-		}
-	}
 	byIP := map[string]podKey{}
 	for _, o := range s.watch.list(kindPod) {
 		pod, ok := o.(*corev1.Pod)
-		if !ok {
+		if !ok || !meshed(pod) {
 			continue
 		}
-		w.cached[podKey{pod.Namespace, pod.Name}] = true
-		if !meshed(pod) {
-			continue
-		}
-		p := s.podInfo(pod, rsByKey)
+		p := s.podInfo(pod)
 		w.pods[p.key] = p
 		if p.ip != "" {
 			byIP[pod.Namespace+"/"+p.ip] = p.key
 		}
 	}
+	needed := map[svcKey]bool{}
+	for _, a := range w.apexes {
+		if a.rps <= 0 {
+			continue // sends nothing, so its backends' endpoints are never read
+		}
+		needed[a.key] = true
+		if a.split != nil {
+			for _, b := range a.split.backends {
+				needed[b.svc] = true
+			}
+		}
+		for _, r := range a.rules {
+			for _, b := range r.backends {
+				needed[b.svc] = true
+			}
+		}
+	}
 	for _, o := range s.watch.list(kindEndpointSlice) {
-		if es, ok := o.(*discoveryv1.EndpointSlice); ok {
-			s.addEndpoints(w, es, byIP, rsByKey)
+		es, ok := o.(*discoveryv1.EndpointSlice)
+		if ok && needed[svcKey{es.Namespace, es.Labels[discoveryv1.LabelServiceName]}] {
+			s.addEndpoints(w, es, byIP)
 		}
 	}
 	for k, eps := range w.backends {
 		slices.SortFunc(eps, func(a, b podKey) int { return cmp.Compare(a.name, b.name) })
 		w.backends[k] = slices.Compact(eps)
 	}
-	w.apexes = s.buildApexes()
 	return w
 }
 
@@ -122,7 +146,7 @@ func meshed(pod *corev1.Pod) bool {
 	return pod.Status.Phase != corev1.PodSucceeded && pod.Status.Phase != corev1.PodFailed
 }
 
-func (s *Sim) podInfo(pod *corev1.Pod, rsByKey map[podKey]*appsv1.ReplicaSet) *podInfo {
+func (s *Sim) podInfo(pod *corev1.Pod) *podInfo {
 	p := &podInfo{
 		key:    podKey{pod.Namespace, pod.Name},
 		uid:    pod.UID,
@@ -139,7 +163,7 @@ func (s *Sim) podInfo(pod *corev1.Pod, rsByKey map[podKey]*appsv1.ReplicaSet) *p
 			break
 		}
 	}
-	name, value, resolved := proxyOwnerLabel(pod, rsByKey)
+	name, value, resolved := proxyOwnerLabel(pod, s.replicaSet)
 	p.resolved = resolved
 	if name != "" {
 		p.labels[name] = value
@@ -152,7 +176,7 @@ func (s *Sim) podInfo(pod *corev1.Pod, rsByKey map[podKey]*appsv1.ReplicaSet) *p
 // a Deployment gives linkerd.io/proxy-deployment=<deployment>. kwok pods have no injector, so the simulator
 // plays its part. resolved is false while the owning ReplicaSet is not in the cache yet: publishing the pod
 // then would give Prometheus a series without its deployment label.
-func proxyOwnerLabel(pod *corev1.Pod, rsByKey map[podKey]*appsv1.ReplicaSet) (name, value string, resolved bool) {
+func proxyOwnerLabel(pod *corev1.Pod, replicaSet func(ns, name string) *appsv1.ReplicaSet) (name, value string, resolved bool) {
 	for _, k := range []string{"deployment", "replicaset", "statefulset", "daemonset", "job", "replicationcontroller"} {
 		if _, ok := pod.Labels["linkerd.io/proxy-"+k]; ok {
 			return "", "", true // already injected (a real cluster): keep what is there
@@ -164,8 +188,8 @@ func proxyOwnerLabel(pod *corev1.Pod, rsByKey map[podKey]*appsv1.ReplicaSet) (na
 	}
 	switch ctrl.Kind {
 	case "ReplicaSet":
-		rs, ok := rsByKey[podKey{pod.Namespace, ctrl.Name}]
-		if !ok {
+		rs := replicaSet(pod.Namespace, ctrl.Name)
+		if rs == nil {
 			return "", "", false
 		}
 		if d := metav1.GetControllerOf(rs); d != nil && d.Kind == "Deployment" {
@@ -176,6 +200,12 @@ func proxyOwnerLabel(pod *corev1.Pod, rsByKey map[podKey]*appsv1.ReplicaSet) (na
 		return "linkerd.io/proxy-" + strings.ToLower(ctrl.Kind), ctrl.Name, true
 	}
 	return "", "", true
+}
+
+// replicaSet is the cached ReplicaSet ns/name, or nil.
+func (s *Sim) replicaSet(ns, name string) *appsv1.ReplicaSet {
+	rs, _ := s.watch.get(kindReplicaSet, ns, name).(*appsv1.ReplicaSet)
+	return rs
 }
 
 func (s *Sim) readBehaviour(pod *corev1.Pod) behaviour {
@@ -221,7 +251,7 @@ func (s *Sim) readBehaviour(pod *corev1.Pod) behaviour {
 }
 
 // addEndpoints records the ready endpoints of one EndpointSlice as pods of its Service.
-func (s *Sim) addEndpoints(w *world, es *discoveryv1.EndpointSlice, byIP map[string]podKey, rsByKey map[podKey]*appsv1.ReplicaSet) {
+func (s *Sim) addEndpoints(w *world, es *discoveryv1.EndpointSlice, byIP map[string]podKey) {
 	svc := es.Labels[discoveryv1.LabelServiceName]
 	if svc == "" {
 		return
@@ -255,8 +285,8 @@ func (s *Sim) addEndpoints(w *world, es *discoveryv1.EndpointSlice, byIP map[str
 			// Only a pod the cache lacks is read live: one it holds unmeshed
 			// (most of the scale benchmark's) would cost a read per endpoint
 			// on every rebuild.
-			if pod := s.livePodIfUncached(w, pk); pod != nil && meshed(pod) {
-				w.pods[pk] = s.podInfo(pod, rsByKey)
+			if pod := s.livePodIfUncached(pk); pod != nil && meshed(pod) {
+				w.pods[pk] = s.podInfo(pod)
 			} else {
 				// A ready endpoint we cannot attribute to a meshed pod: no proxy of ours would count the request.
 				s.warnOnce("ep/"+key.String()+"/"+pk.name, "skipping endpoint without a meshed pod", "service", key.String(), "pod", pk.name)
@@ -273,8 +303,8 @@ func (s *Sim) addEndpoints(w *world, es *discoveryv1.EndpointSlice, byIP map[str
 // watch can come back long before the pods': the chaos suite saw every
 // request of two apps find "no ready endpoint" for 22 s that way, while
 // their pods were ready and their slices said so. nil when it cannot be read.
-func (s *Sim) livePodIfUncached(w *world, pk podKey) *corev1.Pod {
-	if w.cached[pk] {
+func (s *Sim) livePodIfUncached(pk podKey) *corev1.Pod {
+	if s.watch.get(kindPod, pk.ns, pk.name) != nil {
 		return nil
 	}
 	return s.livePod(pk)
@@ -290,9 +320,22 @@ func (s *Sim) livePod(pk podKey) *corev1.Pod {
 	return pod
 }
 
+// parsedSplit is parseSplit, remembered for each version of a TrafficSplit seen by the last rebuild: at 2,000
+// Deployments parsing every split on every rebuild was a tenth of the simulator's work.
+func (s *Sim) parsedSplit(o *unstructured.Unstructured) (string, split, error) {
+	k := objectVersion{o.GetUID(), o.GetResourceVersion()}
+	p, ok := s.splits[k]
+	if !ok {
+		p.apex, p.split, p.err = parseSplit(o)
+	}
+	s.splitsNext[k] = p
+	return p.apex, p.split, p.err
+}
+
 // buildApexes finds every Service that receives traffic and how it is routed.
 func (s *Sim) buildApexes() []*apex {
-	services := map[svcKey]*corev1.Service{}
+	s.splitsNext = map[objectVersion]parsed{}
+	defer func() { s.splits, s.splitsNext = s.splitsNext, nil }()
 	apexes := map[svcKey]*apex{}
 	get := func(k svcKey) *apex {
 		a := apexes[k]
@@ -307,16 +350,14 @@ func (s *Sim) buildApexes() []*apex {
 		if !ok {
 			continue
 		}
-		k := svcKey{svc.Namespace, svc.Name}
-		services[k] = svc
 		if _, ok := svc.Annotations[annRPS]; ok {
-			get(k)
+			get(svcKey{svc.Namespace, svc.Name})
 		}
 	}
 
 	splits := sortedObjects(s.watch.list(kindTrafficSplit))
 	for _, o := range splits {
-		name, sp, err := parseSplit(o)
+		name, sp, err := s.parsedSplit(o)
 		if err != nil {
 			s.warnOnce("ts/"+string(o.GetUID())+o.GetResourceVersion(), "skipping TrafficSplit", "name", o.GetNamespace()+"/"+o.GetName(), "err", err)
 			continue
@@ -345,7 +386,7 @@ func (s *Sim) buildApexes() []*apex {
 
 	var out []*apex
 	for k, a := range apexes {
-		svc, ok := services[k]
+		svc, ok := s.watch.get(kindService, k.ns, k.name).(*corev1.Service)
 		if !ok {
 			// Clients resolve the apex by its Service name: without the Service nobody can call it.
 			continue
@@ -392,11 +433,21 @@ func sortedObjects(objs []any) []*unstructured.Unstructured {
 }
 
 func sortObjects(objs []*unstructured.Unstructured) {
-	slices.SortStableFunc(objs, func(a, b *unstructured.Unstructured) int {
-		return cmp.Or(
-			a.GetCreationTimestamp().Compare(b.GetCreationTimestamp().Time),
-			cmp.Compare(a.GetNamespace(), b.GetNamespace()),
-			cmp.Compare(a.GetName(), b.GetName()),
-		)
+	// Each key is read once: an unstructured object parses its creation timestamp from a string on every read,
+	// and comparing in place did that O(n log n) times per rebuild.
+	type keyed struct {
+		created  time.Time
+		ns, name string
+		obj      *unstructured.Unstructured
+	}
+	ks := make([]keyed, len(objs))
+	for i, o := range objs {
+		ks[i] = keyed{o.GetCreationTimestamp().Time, o.GetNamespace(), o.GetName(), o}
+	}
+	slices.SortStableFunc(ks, func(a, b keyed) int {
+		return cmp.Or(a.created.Compare(b.created), cmp.Compare(a.ns, b.ns), cmp.Compare(a.name, b.name))
 	})
+	for i, k := range ks {
+		objs[i] = k.obj
+	}
 }
