@@ -359,6 +359,12 @@ func checkScale(t *testing.T, rs []ScaleResult) []string {
 				findings = append(findings, fmt.Sprintf("N = %d wave %d: %d promoted rollouts did not write exactly 100m, 200m, 500m, 1000m, 0, e.g. %s",
 					r.N, i+1, len(w.OddSequences), w.OddSequences[0]))
 			}
+			// Every weight change is a decision users see as an Event: a
+			// promoted rollout raises at least five.
+			if w.Converged > 0 && w.EventsPerRollout < 5 {
+				findings = append(findings, fmt.Sprintf("N = %d wave %d: %.2f Events per rollout in the API by the wave's end, want at least 5 (one per weight change)",
+					r.N, i+1, w.EventsPerRollout))
+			}
 			if len(w.Lags) == 0 || w.CPUPct <= 0 || w.Checks <= 0 || w.QueriesPerCheck <= 0 {
 				t.Errorf("N = %d wave %d: numbers missing: %d lags, CPU %v %%, %v checks, %v queries/check", r.N, i+1, len(w.Lags), w.CPUPct, w.Checks, w.QueriesPerCheck)
 			}

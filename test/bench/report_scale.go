@@ -82,6 +82,16 @@ func (r Report) writeScale(b *strings.Builder, dir string) error {
 			f2(m(func(w WaveResult) float64 { return w.WriteLatency })))
 	}
 	p("")
+	p("Events: what `kubectl describe` shows of a rollout. canaryd's Events about the rolling Deployments that were in the API 3 s after the wave's last rollout converged, per rollout, and how long after canaryd raised each one it was written (its creation minus its first timestamp, both to the second).")
+	p("")
+	p("| N | Events per rollout | written after, p50 s | p99 s |")
+	p("|---|---|---|---|")
+	for _, s := range r.Scale {
+		m := s.Median
+		p("| %d | %s | %s | %s |", s.N, f2(m(func(w WaveResult) float64 { return w.EventsPerRollout })),
+			f2(m(func(w WaveResult) float64 { return w.EventDelayP50 })), f2(m(func(w WaveResult) float64 { return w.EventDelayP99 })))
+	}
+	p("")
 	p("Targets at N = 2,000: RSS ≤ %.0f MB, idle CPU ≤ %.0f %% of a core, step lag p99 ≤ %.0f s, ≤ %.0f API writes per step.", Targets.RSSMB, Targets.IdleCPUPct, Targets.LagP99, Targets.WritesPerStep)
 	p("")
 	rf, lf := LinearFit(xs, rss), LinearFit(xs, live)

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/canaryd/canaryd/rollout"
 )
 
@@ -59,7 +61,13 @@ type WaveResult struct {
 	Components                    map[string]float64 // CPU % of one core, by process
 	MachineBusy                   float64            // % of all cores
 	RateLimitWaitMean, CheckMeanS float64
-	profile                       []string
+	// Events: canaryd's Events about the rolling Deployments that were in
+	// the API by the end of the wave (3 s after the last one converged),
+	// per rollout, and how long after canaryd raised it each was written
+	// (creation minus first timestamp; both have a resolution of a second).
+	EventsPerRollout             float64
+	EventDelayP50, EventDelayP99 float64
+	profile                      []string
 }
 
 var writeVerbs = map[string]bool{"create": true, "update": true, "patch": true, "delete": true, "deletecollection": true}
@@ -201,6 +209,9 @@ func (s *scaleRun) wave(ctx context.Context, n, w int, keys []string, stagger ti
 	wr.RSSMaxMB = maxOf(rss)
 	wr.QueueMax, wr.QueueMedian = maxOf(queue), Median(queue)
 	s.lags(&wr, keys, bump)
+	if err := s.events(ctx, &wr, keys, bump); err != nil {
+		return wr, err
+	}
 	s.apiCounts(&wr, m0, m1)
 	wr.Checks = m1.Sum("canaryd_check_verdicts_total") - m0.Sum("canaryd_check_verdicts_total")
 	wr.Queries = promQueries(prom1) - promQueries(prom0)
@@ -214,6 +225,43 @@ func (s *scaleRun) wave(ctx context.Context, n, w int, keys []string, stagger ti
 		wr.CheckMeanS = (m1.SumOf("canaryd_check_duration_seconds") - m0.SumOf("canaryd_check_duration_seconds")) / c
 	}
 	return wr, nil
+}
+
+// events reads canaryd's Events about the rolling Deployments raised since
+// the wave's start.
+func (s *scaleRun) events(ctx context.Context, wr *WaveResult, keys []string, since time.Time) error {
+	rolling := map[string]bool{}
+	namespaces := map[string]bool{}
+	for _, k := range keys {
+		rolling[k] = true
+		namespaces[strings.SplitN(k, "/", 2)[0]] = true
+	}
+	var delays []float64
+	n := 0
+	for ns := range namespaces {
+		list, err := s.env.Client.CoreV1().Events(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return fmt.Errorf("list Events in %s: %w", ns, err)
+		}
+		for _, ev := range list.Items {
+			o := ev.InvolvedObject
+			if ev.Source.Component != "canaryd" || o.Kind != "Deployment" || !rolling[o.Namespace+"/"+o.Name] ||
+				ev.FirstTimestamp.Time.Before(since.Truncate(time.Second)) {
+				continue
+			}
+			n += int(max(ev.Count, 1))
+			if ev.Count <= 1 { // an aggregated Event's creation says nothing of its later occurrences
+				delays = append(delays, ev.CreationTimestamp.Sub(ev.FirstTimestamp.Time).Seconds())
+			}
+		}
+	}
+	if len(keys) > 0 {
+		wr.EventsPerRollout = float64(n) / float64(len(keys))
+	}
+	if len(delays) > 0 {
+		wr.EventDelayP50, wr.EventDelayP99 = Quantile(delays, 0.5), Quantile(delays, 0.99)
+	}
+	return nil
 }
 
 // promQueries counts Prometheus's instant and range query requests.
