@@ -18,12 +18,10 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
@@ -184,10 +182,9 @@ func (c *Controller) Run(ctx context.Context) error {
 	defer runtime.HandleCrash()
 	defer c.queue.ShutDown()
 	if c.rec == nil {
-		b := record.NewBroadcaster(record.WithContext(ctx))
-		b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.cfg.Client.CoreV1().Events("")})
-		defer b.Shutdown()
-		c.rec = b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "canaryd"})
+		rec, stop := newEventRecorder(ctx, &typedcorev1.EventSinkImpl{Interface: c.cfg.Client.CoreV1().Events("")}, eventWriters)
+		defer stop()
+		c.rec = rec
 	}
 	var syncs []cache.InformerSynced
 	for _, s := range c.sets {
