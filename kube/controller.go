@@ -58,11 +58,14 @@ type Config struct {
 	// SMIVersion is the TrafficSplit version written: v1alpha1 (default,
 	// milli weights) or v1alpha2 (integer percent).
 	SMIVersion string
-	Workers    int           // default 16
-	Resync     time.Duration // informer resync (default 10m)
-	Log        *zap.Logger
-	Clock      func() time.Time // default time.Now
-	Recorder   record.EventRecorder
+	Workers    int // default 16
+	// EventWriters is how many Events are written at once (default
+	// eventWriters); one Deployment's always by the same writer.
+	EventWriters int
+	Resync       time.Duration // informer resync (default 10m)
+	Log          *zap.Logger
+	Clock        func() time.Time // default time.Now
+	Recorder     record.EventRecorder
 	// Notify, when set, hears every event canaryd raises, with the status
 	// it came with (chat and webhook notifications). It must not block.
 	Notify func(namespace, name string, e rollout.Event, st rollout.Status)
@@ -126,6 +129,9 @@ func New(cfg Config) (*Controller, error) {
 	if cfg.Workers <= 0 {
 		cfg.Workers = 16
 	}
+	if cfg.EventWriters <= 0 {
+		cfg.EventWriters = eventWriters
+	}
 	if cfg.Resync <= 0 {
 		cfg.Resync = 10 * time.Minute
 	}
@@ -182,7 +188,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	defer runtime.HandleCrash()
 	defer c.queue.ShutDown()
 	if c.rec == nil {
-		rec, stop := newEventRecorder(ctx, &typedcorev1.EventSinkImpl{Interface: c.cfg.Client.CoreV1().Events("")}, eventWriters)
+		rec, stop := newEventRecorder(ctx, &typedcorev1.EventSinkImpl{Interface: c.cfg.Client.CoreV1().Events("")}, c.cfg.EventWriters)
 		defer stop()
 		c.rec = rec
 	}

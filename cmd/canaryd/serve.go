@@ -33,7 +33,7 @@ import (
 
 type options struct {
 	kubeconfig, namespaces, listen, logLevel, logFormat string
-	workers                                             int
+	workers, eventWriters                               int
 	kubeQPS                                             float64
 	kubeBurst                                           int
 	analysisPeriod, analysisTimeout, scrapeInterval     time.Duration
@@ -70,6 +70,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "json", "json or console")
 	fs.IntVar(&o.workers, "workers", 16, "Deployments reconciled in parallel (each mostly waits on the API server and Prometheus)")
+	fs.IntVar(&o.eventWriters, "event-writers", 8, "Events written in parallel (each Deployment's by the same writer, in order)")
 	fs.Float64Var(&o.kubeQPS, "kube-api-qps", 200, "steady rate of requests to the API server, per second")
 	fs.IntVar(&o.kubeBurst, "kube-api-burst", 400, "requests to the API server allowed at once above --kube-api-qps")
 	fs.DurationVar(&o.analysisPeriod, "analysis-period", 10*time.Second, "how often to check a canary between step decisions")
@@ -110,6 +111,8 @@ func parseFlags(args []string) (*options, error) {
 	switch {
 	case o.workers < 1:
 		return nil, fmt.Errorf("--workers %d: want at least 1", o.workers)
+	case o.eventWriters < 1:
+		return nil, fmt.Errorf("--event-writers %d: want at least 1", o.eventWriters)
 	case !(o.kubeQPS > 0):
 		return nil, fmt.Errorf("--kube-api-qps %v: want more than 0", o.kubeQPS)
 	case o.kubeBurst < 1:
@@ -250,7 +253,7 @@ func serve(ctx context.Context, args []string) error {
 		Notify: notifyHook,
 		Client: client, Dynamic: dyn, Namespaces: namespaces, Defaults: defaults, Analyzer: analyzer,
 		AnalysisPeriod: o.analysisPeriod, AnalysisTimeout: o.analysisTimeout, NoScrapeGate: o.noScrapeGate, ScrapeInterval: o.scrapeInterval, HookTimeout: o.hookTimeout, SMIVersion: o.smiVersion,
-		Workers: o.workers, Log: log,
+		Workers: o.workers, EventWriters: o.eventWriters, Log: log,
 		HTTPRouteVersion: o.httpRouteVersion, HTTPRouteRequireAccepted: o.httpRouteRequireAccepted,
 	})
 	if err != nil {

@@ -13,6 +13,7 @@ func TestParseFlagsRefusesBadValuesNamingTheFlag(t *testing.T) {
 		{nil, ""},
 		{[]string{"--workers", "16", "--kube-api-qps", "200", "--kube-api-burst", "400"}, ""},
 		{[]string{"--workers", "0"}, "--workers 0: want at least 1"},
+		{[]string{"--event-writers", "0"}, "--event-writers 0: want at least 1"},
 		{[]string{"--kube-api-qps", "0"}, "--kube-api-qps 0: want more than 0"},
 		{[]string{"--kube-api-qps", "NaN"}, "--kube-api-qps NaN: want more than 0"},
 		{[]string{"--kube-api-burst", "-1"}, "--kube-api-burst -1: want at least 1"},
