@@ -311,7 +311,8 @@ func (s *scaleRun) startDaemonWith(ctx context.Context, n, workers int, env []st
 }
 
 // waitAdopted waits until every key is under management with its split at
-// stable 100 %.
+// stable 100 %: idle, or done with its last rollout either way (a rollout
+// that failed in an earlier wave stays Failed until the next revision).
 func (s *scaleRun) waitAdopted(ctx context.Context, keys []string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	last := time.Now()
@@ -319,7 +320,7 @@ func (s *scaleRun) waitAdopted(ctx context.Context, keys []string, timeout time.
 		n := 0
 		for _, k := range keys {
 			st := s.rec.Status(k)
-			if (st.Phase == rollout.PhaseIdle || st.Phase == rollout.PhaseSucceeded) && s.rec.Weight(k) == 0 {
+			if (st.Phase == rollout.PhaseIdle || st.Phase == rollout.PhaseSucceeded || st.Phase == rollout.PhaseFailed) && s.rec.Weight(k) == 0 {
 				n++
 			}
 		}
