@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -98,7 +99,7 @@ func (r Report) writeScale(b *strings.Builder, dir string) error {
 	if len(xs) >= 2 {
 		p("**Memory slope**: the live heap (after a forced collection: what the caches hold) grows by **%.1f KB per managed Deployment** (least squares over N, R² = %.3f, intercept %.1f MB); RSS by %.1f KB per Deployment (R² = %.3f, intercept %.1f MB).",
 			lf.Slope*1000, lf.R2, lf.Intercept, rf.Slope*1000, rf.R2, rf.Intercept)
-		p("RSS is two to three times the live heap: Go's collector lets the heap grow to 1.5 times the live data before collecting (canaryd's default GOGC=50), the runtime keeps what it took from the OS for the next growth (`sys` minus `released` above), and memory freed after start-up's full LISTs goes back to the OS only gradually.")
+		p("RSS is two to three times the live heap: Go's collector lets the heap grow to 1.5 times the live data before collecting (canaryd's default GOGC=50), the runtime keeps what it took from the OS for the next growth (`sys` minus `released` above), and a wave's own garbage sets the rolling peak. Start-up's full LISTs are handed back to the OS once canaryd's first pass is over (commit 7bbe59e).")
 		p("")
 	}
 	r.writeStaggered(b)
@@ -257,7 +258,15 @@ func (r Report) writeBend(b *strings.Builder) {
 	}
 	def, alt := first(r.Scale), first(alts)
 	last := r.Scale[len(r.Scale)-1].N
-	p("| target | first N broken, defaults | first N broken, %s |", altName(r.ScaleCfg.Alt))
+	altHead := "first N broken, " + altName(r.ScaleCfg.Alt)
+	if len(alts) > 0 && len(alts) < len(r.Scale) {
+		var ns []string
+		for _, a := range alts {
+			ns = append(ns, strconv.Itoa(a.N))
+		}
+		altHead += " (measured at N = " + strings.Join(ns, ", ") + " only)"
+	}
+	p("| target | first N broken, defaults | %s |", altHead)
 	p("|---|---|---|")
 	for _, t := range []string{"RSS", "idle CPU", "step lag p99", "writes per step", "convergence"} {
 		p("| %s | %s | %s |", t, firstN(def, t, last), firstN(alt, t, lastN(alts)))
