@@ -1,6 +1,7 @@
 package rollout
 
 import (
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -216,6 +217,90 @@ func TestACanaryThatLosesItsEndpointsMidStepIsHeldWithADeadline(t *testing.T) {
 	}
 }
 
+// Stable losing its endpoints mid-step is the mirror image of the canary
+// losing them: all traffic on the canary, a hold with a deadline, and the
+// step starting over when stable is back. While held, nothing is written.
+func TestAStableThatLosesItsEndpointsMidStepIsHeldWithADeadline(t *testing.T) {
+	t.Run("it comes back: the step starts over and the rollout goes on", func(t *testing.T) {
+		w := adopted(t, nil)
+		w.bump("r2")
+		w.run(time.Second, 25*time.Second, func(s Status) bool { return s.Step == 2 && s.Applied })
+		w.stableDown = true
+		w.run(time.Second, 5*time.Second, func(s Status) bool { return s.Phase == PhaseHeld })
+		if st := w.status(); *w.weight != 1000 || !strings.HasPrefix(st.Message, noStablePrefix) || st.Step != 2 || st.Applied {
+			t.Fatalf("stable down: weight %d, %+v", *w.weight, st)
+		}
+		held := w.o.Annotations[AnnotationStatus]
+		for i := 0; i < 20; i++ {
+			w.now = w.now.Add(time.Second)
+			w.tick()
+			w.settles(fmt.Sprintf("held %d s", i))
+		}
+		if got := w.o.Annotations[AnnotationStatus]; got != held {
+			t.Errorf("the held status changed while nothing did:\n%s\n%s", held, got)
+		}
+		w.stableDown = false
+		back := w.now
+		w.run(time.Second, 5*time.Second, func(s Status) bool { return s.Phase == PhaseProgressing && s.Applied })
+		if st := w.status(); *w.weight != 200 || st.Step != 2 || st.StepStartedAt.Before(back) {
+			t.Fatalf("stable back: weight %d, %+v", *w.weight, st)
+		}
+		if !w.hasEvent("Resumed") || !w.hasEvent("NoReadyEndpoints") {
+			t.Errorf("events %v, want NoReadyEndpoints and Resumed", w.reasons())
+		}
+		w.run(time.Second, time.Minute, phaseIs(PhaseSucceeded))
+		if w.hasEvent("RolledOutByHand") {
+			t.Errorf("events %v: stable's pods were down, not replaced", w.reasons())
+		}
+	})
+	t.Run("it does not come back: on-inconclusive hold", func(t *testing.T) {
+		w := adopted(t, map[string]string{KeyProgressDeadline: "1m"})
+		w.bump("r2")
+		w.run(time.Second, 25*time.Second, func(s Status) bool { return s.Step == 2 && s.Applied })
+		w.stableDown = true
+		w.run(time.Second, 5*time.Second, func(s Status) bool { return s.Phase == PhaseHeld })
+		held := w.now
+		w.run(time.Second, 2*time.Minute, func(s Status) bool { return strings.Contains(s.Message, "on-inconclusive") })
+		if took := w.now.Sub(held); took < time.Minute-time.Second || took > time.Minute+5*time.Second {
+			t.Errorf("acted %s after the hold began, want the 1m progress deadline", took)
+		}
+		if st := w.status(); st.Phase != PhaseHeld || *w.weight != 1000 || !w.hasEvent("ProgressDeadlineExceeded") {
+			t.Fatalf("past the deadline: weight %d, events %v, %+v", *w.weight, w.reasons(), st)
+		}
+		w.stableDown = false
+		w.run(time.Second, time.Minute, phaseIs(PhaseSucceeded))
+	})
+}
+
+// Unpaused by hand mid-rollout, and the Deployment controller replaced every
+// stable pod with the canary's revision before canaryd paused foo again:
+// there is no stable to return to. The revision foo runs is adopted as
+// stable, with a Warning, and traffic returns to foo's own pods.
+func TestARolloutFinishedByHandIsAdopted(t *testing.T) {
+	w := adopted(t, nil)
+	w.bump("r2")
+	w.run(time.Second, 15*time.Second, func(s Status) bool { return s.Step == 1 && s.Applied })
+	w.o.Paused = false // kubectl rollout resume; the world's controller rolls foo at once
+	for i := 0; i < 10 && w.status().Phase != PhaseSucceeded; i++ {
+		w.now = w.now.Add(time.Second)
+		w.tick()
+		w.settles(fmt.Sprintf("%d s after the unpause", i+1))
+	}
+	st := w.status()
+	if st.Phase != PhaseSucceeded || st.StableRevision != "r2" || st.StableHash != "hr2" || *w.weight != 0 || !w.o.Paused {
+		t.Fatalf("weight %d, paused %v, %+v", *w.weight, w.o.Paused, st)
+	}
+	for _, r := range []string{"Unpaused", "RolledOutByHand", "Promoted"} {
+		if !w.hasEvent(r) {
+			t.Errorf("no %s event in %v", r, w.reasons())
+		}
+	}
+	w.stays(time.Second, 10*time.Second, phaseIs(PhaseSucceeded))
+	if w.canaryRepl != 0 {
+		t.Errorf("the canary keeps %d replicas", w.canaryRepl)
+	}
+}
+
 // The canary gets its first traffic only once Prometheus scrapes its pods:
 // before that, its requests would be invisible to the analysis.
 func TestTheCanaryTakesNoTrafficUntilPrometheusScrapesIt(t *testing.T) {
@@ -268,29 +353,40 @@ func TestTheCanaryTakesNoTrafficUntilPrometheusScrapesIt(t *testing.T) {
 // moves on because it observes them (a gated stage) or writes nothing: within
 // a few reconciles, with no other change in the cluster, it reaches a state
 // where a reconcile writes nothing and says nothing.
+//
+// The reconciles run a few milliseconds apart, as they do when a write's own
+// watch event or a 409's retry brings the key back at once: a status that
+// stamped the time of every reconcile would be written on every reconcile.
 func TestReconcilingTheSameStateAgainWritesNothing(t *testing.T) {
 	w := adopted(t, nil)
 	w.bump("r2")
 	for i := 0; i < 60; i++ {
 		w.tick()
-		still := false
-		for j := 0; j < 4 && !still; j++ {
-			w.observe()
-			o := w.o
-			o.Now = w.now
-			again := Decide(o)
-			still = again.Status.Encode() == w.o.Annotations[AnnotationStatus] && len(again.Events) == 0 &&
-				len(again.RemoveAnnotations) == 0 && w.matches(again.Desired)
-			w.apply(again)
-		}
-		if !still {
-			t.Fatalf("tick %d: no fixed point after 4 reconciles without changes; status %s", i, w.o.Annotations[AnnotationStatus])
-		}
+		w.settles(fmt.Sprintf("tick %d", i))
 		w.now = w.now.Add(time.Second)
 	}
 	if st := w.status(); st.Phase != PhaseSucceeded {
 		t.Fatalf("rollout did not finish: %+v", st)
 	}
+}
+
+// settles fails the test unless, with no change in the cluster, at most 4
+// reconciles a few milliseconds apart reach one that writes nothing and
+// says nothing.
+func (w *world) settles(when string) {
+	w.t.Helper()
+	for j := 1; j <= 4; j++ {
+		w.observe()
+		o := w.o
+		o.Now = w.now.Add(time.Duration(j) * 7 * time.Millisecond)
+		again := Decide(o)
+		if again.Status.Encode() == w.o.Annotations[AnnotationStatus] && len(again.Events) == 0 &&
+			len(again.RemoveAnnotations) == 0 && w.matches(again.Desired) {
+			return
+		}
+		w.apply(again)
+	}
+	w.t.Fatalf("%s: no fixed point after 4 reconciles without changes; status %s", when, w.o.Annotations[AnnotationStatus])
 }
 
 func TestARestartNeverStepsEarly(t *testing.T) {

@@ -44,18 +44,32 @@ func (d *decider) walk() {
 	if d.adoptAnnounced() {
 		return
 	}
-	if o.Weight == nil || *o.Weight != d.st.Weight {
+	stableGone := d.st.Weight < 1000 && o.StableEndpoints == 0 && o.CanaryEndpoints > 0
+	if stableGone || o.Weight == nil || *o.Weight != d.st.Weight {
 		// The step's time counts from when its weight is in place: if the
-		// write after the decision was lost (a crash, a failed write), the
-		// clock starts again now, so no step ever lasts less than interval.
-		d.st.StepStartedAt, d.st.Applied = stamp(o.Now), false
-		if d.st.Weight > 0 && o.CanaryEndpoints == 0 {
+		// write after the decision was lost (a crash, a failed write) or
+		// guardCapacity moved the weight, the step is no longer applied and
+		// its clock starts again when the weight is next seen in place, so
+		// no step ever lasts less than interval. The stamp is taken once,
+		// when the step stops being applied: a status that changed on every
+		// reconcile would be written on every reconcile, and each write
+		// would make the next one meet a 409.
+		if d.st.Applied || d.st.StepStartedAt == nil {
+			d.st.StepStartedAt, d.st.Applied = stamp(o.Now), false
+		}
+		switch {
+		case stableGone:
+			d.holdForStable()
+			return
+		case d.st.Weight > 0 && o.CanaryEndpoints == 0:
 			d.holdForEndpoints()
 			return
-		}
-		if strings.HasPrefix(d.prev.Message, noEndpointsPrefix) {
+		case strings.HasPrefix(d.prev.Message, noEndpointsPrefix):
 			d.st.Phase, d.st.HeldSince = PhaseProgressing, nil
 			d.event("Resumed", "%s-canary has ready endpoints again: step %d/%d starts over at %dm", o.Name, d.st.Step, len(d.spec.Steps), d.st.Weight)
+		case strings.HasPrefix(d.prev.Message, noStablePrefix):
+			d.st.Phase, d.st.HeldSince = PhaseProgressing, nil
+			d.event("Resumed", "%s-stable has ready endpoints again: step %d/%d starts over at %dm", o.Name, d.st.Step, len(d.spec.Steps), d.st.Weight)
 		}
 		d.st.Message = fmt.Sprintf("applying canary weight %dm", d.st.Weight)
 		return
@@ -122,6 +136,48 @@ func (d *decider) holdForEndpoints() {
 		// onDeadline's message starts with the same prefix, so a canary
 		// that comes back after the deadline still resumes its step.
 		d.onDeadline(fmt.Sprintf("%s for %s", noEndpointsPrefix, d.spec.ProgressDeadline))
+		return
+	}
+	d.wake(left)
+}
+
+// noStablePrefix starts the message of a step held because foo-stable lost
+// every ready endpoint.
+const noStablePrefix = "the stable pods have no ready endpoint"
+
+// holdForStable: foo-stable lost every ready endpoint mid-step while the
+// canary has some, so all traffic is on the canary (guardCapacity) and the
+// analysis has nothing to compare it with. Two causes:
+//
+//   - foo's own rollout replaced stable's pods with the canary's revision:
+//     someone unpaused foo (kubectl rollout resume) and the Deployment
+//     controller finished before canaryd paused it again. There is no
+//     stable left to return to, and only a change of foo's template could
+//     bring one back: the revision foo now runs is adopted as stable (the
+//     promotion's last stage, with a Warning that its analysis was cut
+//     short), so traffic goes back to foo's own full set of pods instead of
+//     staying on a canary sized for a step.
+//   - anything else (evicted, crashing, deleted pods): a hold like a canary
+//     without endpoints; the step starts over when stable is back, and
+//     past progress-deadline on-inconclusive decides.
+func (d *decider) holdForStable() {
+	o := d.o
+	if rs := d.completeReplicaSet(d.st.Revision); rs != nil && rs.Hash != d.st.StableHash {
+		d.warn("RolledOutByHand", "%s's own rollout replaced the stable pods with revision %s while it was unpaused, at step %d/%d: "+
+			"adopting that revision as stable without the rest of its analysis", o.Name, d.st.Revision, d.st.Step, len(d.spec.Steps))
+		d.st.Phase, d.st.Stage, d.st.HeldSince = PhasePromoting, StageReturnStable, nil
+		d.st.StableHash, d.st.StableRevision, d.st.Weight = rs.Hash, d.st.Revision, 1000
+		d.st.Message = fmt.Sprintf("promotion: returning traffic to %s-stable (revision %s, rolled out by hand)", o.Name, d.st.Revision)
+		return
+	}
+	d.st.Phase = PhaseHeld
+	if d.st.HeldSince == nil {
+		d.st.HeldSince = stamp(o.Now)
+	}
+	d.st.Message = fmt.Sprintf("%s: all traffic is on the canary, and step %d/%d (%dm) starts over once they have one", noStablePrefix, d.st.Step, len(d.spec.Steps), d.st.Weight)
+	left := d.st.HeldSince.Add(d.spec.ProgressDeadline).Sub(o.Now)
+	if left <= 0 {
+		d.onDeadline(fmt.Sprintf("%s for %s", noStablePrefix, d.spec.ProgressDeadline))
 		return
 	}
 	d.wake(left)

@@ -32,6 +32,7 @@ type world struct {
 	canaryRepl int32
 	canaryRdy  int32  // ready canary pods: catch up with canaryRepl one tick later
 	canaryDown bool   // every canary pod is gone or unready (evicted, crashing)
+	stableDown bool   // every stable pod is gone or unready
 	stableHash string // foo-stable's selector
 	weight     *int
 	lastChange time.Time // when the canary weight last changed
@@ -231,7 +232,11 @@ func (w *world) applyDesired(dec Decision) {
 	if w.weight == nil || *w.weight != ds.Weight {
 		if w.weight != nil && *w.weight != ds.Weight {
 			w.checkStepSpacing(ds.Weight)
-			if ds.Weight > 0 && ds.Weight < *w.weight {
+			// A fall must go through 0 (the canary's pods may change under
+			// it), but for the canary's own revision coming back from all
+			// traffic (guardCapacity's 1000m while stable had no endpoint).
+			recovered := *w.weight == 1000 && w.canaryRev == w.status().Revision
+			if ds.Weight > 0 && ds.Weight < *w.weight && !recovered {
 				w.t.Errorf("at %s canary weight fell from %dm to %dm without going back to stable first",
 					w.now.Format(time.TimeOnly), *w.weight, ds.Weight)
 			}
@@ -308,7 +313,7 @@ func (w *world) observe() {
 	o.StableServiceHash = w.stableHash
 	o.StableEndpoints = 0
 	for _, rs := range o.ReplicaSets {
-		if rs.Hash == w.stableHash {
+		if rs.Hash == w.stableHash && !w.stableDown {
 			o.StableEndpoints += int(rs.Available)
 		}
 	}
