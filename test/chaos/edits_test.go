@@ -1,9 +1,11 @@
 package chaos
 
 import (
+	"syscall"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -67,9 +69,17 @@ func TestEditNewImageMidRolloutStartsOverAtStepOne(t *testing.T) {
 
 // Unpaused by hand: canaryd pauses it again at once with an Unpaused
 // Warning, and the rollout goes on.
+//
+// The Deployment gets minReadySeconds first: kube-controller-manager then
+// removes no stable pod for 10 s (a new pod counts as available only after
+// them, and 25 % of 2 replicas allows none unavailable), as the readiness
+// probes of a real app would hold it, where kwok's pods are ready at once.
+// Without it the Deployment controller sometimes replaced both stable pods
+// before canaryd paused web again, which is the next test's case.
 func TestEditUnpauseByHandIsPausedAgain(t *testing.T) {
 	sc := begin("edit: unpaused by hand", "edit → defined outcome seen", 1)
 	w, a := editWorld(t, "chaos-edit-unpause", 1)
+	a.patch(map[string]any{"spec": map[string]any{"minReadySeconds": 10}})
 	edited := time.Now()
 	a.patch(map[string]any{"spec": map[string]any{"paused": false}})
 	var maxUpdated int32
@@ -100,7 +110,100 @@ func TestEditUnpauseByHandIsPausedAgain(t *testing.T) {
 	// unpaused; that is the person's doing, and the auditor says whether it
 	// ever cost stable its endpoints.
 	t.Logf("paused again %s after the edit; the Deployment had %d updated replicas meanwhile", recovery.Round(time.Millisecond), maxUpdated)
+	if a.events("RolledOutByHand") != nil {
+		t.Error("a RolledOutByHand event, though stable kept its pods")
+	}
+	converged = min(converged, w.fewRetries())
 	sc.end(converged, a.violations()+w.deaths(), recovery)
+}
+
+// Unpaused while canaryd is down, long enough for the Deployment controller
+// to replace every stable pod with the canary's revision: web-stable has no
+// pod left and nothing can bring one back short of changing web's template.
+// canaryd, back, moves the traffic off the empty backend, adopts the revision
+// web runs as stable with a RolledOutByHand Warning, returns the traffic to
+// web's own pods and scales the canary down.
+func TestEditRolledOutByHandWhileCanarydIsDownIsAdopted(t *testing.T) {
+	sc := begin("edit: rolled out by hand while canaryd is down", "canaryd back → no traffic to the void", 1)
+	w, a := editWorld(t, "chaos-edit-rolled", 1)
+	w.stop(syscall.SIGTERM)
+	a.patch(map[string]any{"spec": map[string]any{"paused": false}})
+	w.waitFor("web rolled out by hand", time.Minute, func() (bool, error) {
+		d, err := a.deployment()
+		if err != nil {
+			return false, err
+		}
+		s := d.Status
+		return s.ObservedGeneration == d.Generation && s.UpdatedReplicas == 2 && s.AvailableReplicas == 2 && s.Replicas == 2, nil
+	})
+	back := time.Now()
+	w.start()
+	// Until canaryd moves it, 900m of web's traffic goes to web-stable,
+	// which has no pod: the person's doing, while canaryd was down.
+	w.waitFor("the weight off the empty stable", time.Minute, func() (bool, error) {
+		ws := a.auditor.Weights()
+		return len(ws) > 0 && (ws[len(ws)-1] == 1000 || ws[len(ws)-1] == 0), nil
+	})
+	recovery := time.Since(back)
+	time.Sleep(2 * interval) // a sample or two of the auditor, and requests in flight, are of the time before
+	settled, lost := time.Now(), a.noEndpoint()
+	a.waitStatus("a final phase", 2*time.Minute, func(s rollout.Status) bool { return final(s.Phase) })
+	converged := 1
+	if why := a.endedPromotedAfter("example.com/web:2.0", []int{-1, 0, 100, 1000, 0}); why != "" {
+		t.Error(why)
+		converged = 0
+	}
+	if len(a.events("RolledOutByHand")) == 0 {
+		t.Errorf("no RolledOutByHand event; events: %v", reasons(a.events("")))
+		converged = 0
+	}
+	w.waitFor("the canary scaled to 0", 30*time.Second, func() (bool, error) {
+		spec, _ := a.canaryReplicas()
+		return spec == 0, nil
+	})
+	violations := 0
+	for _, v := range a.auditor.Violations() {
+		if v.At.After(settled) {
+			t.Errorf("invariant broken after canaryd moved the traffic: %s", v)
+			violations++
+		}
+	}
+	if n := a.noEndpoint() - lost; n > 0 {
+		t.Errorf("%d requests found no ready endpoint after canaryd moved the traffic", n)
+		violations++
+	}
+	converged = min(converged, w.fewRetries())
+	t.Logf("canaryd back: traffic off the empty stable in %s, %d requests lost before that", recovery.Round(time.Millisecond), lost)
+	sc.end(converged, violations+w.deaths(), recovery)
+}
+
+// fewRetries fails the test when canaryd's reconciles kept failing (a
+// write storm: every write of a status that changes on every reconcile
+// meets a 409 on the next, thousands in a few minutes). A rollout here
+// meets about 10: its cache behind kube-controller-manager's status writes
+// of web and web-canary, or behind its own last write.
+func (w *world) fewRetries() int {
+	w.t.Helper()
+	m, err := w.metrics()
+	if err != nil {
+		w.t.Errorf("reading canaryd's metrics: %v", err)
+		return 0
+	}
+	n, all := m["canaryd_reconcile_errors_total"], m["canaryd_reconcile_duration_seconds_count"]
+	if n > 40 {
+		w.t.Errorf("%.0f reconciles failed (of %.0f): canaryd fought over its writes", n, all)
+		return 0
+	}
+	w.t.Logf("%.0f reconciles failed and were retried (of %.0f)", n, all)
+	return 1
+}
+
+func reasons(evs []corev1.Event) []string {
+	out := make([]string, 0, len(evs))
+	for _, e := range evs {
+		out = append(out, e.Type+"/"+e.Reason)
+	}
+	return out
 }
 
 // Scaled from 2 to 6 at step 1: the canary follows, so step 2 (200m) runs
