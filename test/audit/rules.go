@@ -164,7 +164,8 @@ func (r *Rules) routing(s Sample) {
 // weight records the canary weight timeline and judges each change: a step
 // up between two analysis steps must come no sooner than the interval (less
 // lag) after the previous change, and the weight never falls except back to
-// 0 (a rollback or the end of a promotion) or to no split at all.
+// 0 (a rollback or the end of a promotion), to no split at all, or from all
+// traffic on the canary.
 //
 // The previous weight was in place at most from just after its Before to
 // this sample (at): that upper bound on how long it lasted is what is
@@ -185,7 +186,11 @@ func (r *Rules) weight(at, before time.Time, canary int) {
 			r.violate(at, "early-step", "canary weight %dm → %dm at most %s after the previous change (interval %s)",
 				prev.Canary, canary, d.Round(time.Millisecond), r.interval)
 		}
-	case canary > 0 && canary < prev.Canary:
+	case canary > 0 && canary < prev.Canary && int64(prev.Canary) < r.total:
+		// From all traffic on the canary (guardCapacity's answer to a
+		// stable without endpoints) back to a step's weight is traffic
+		// returning to stable, not a step walked again: status.step,
+		// judged in steps, says whether a step repeated.
 		r.violate(at, "step-repeated", "canary weight fell from %dm to %dm without going back to stable first", prev.Canary, canary)
 	}
 }

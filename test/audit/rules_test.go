@@ -74,6 +74,9 @@ func TestRules(t *testing.T) {
 			samples: []Sample{split(1, 100), split(6.1, 200), split(7, 100)},
 			want:    []string{"step-repeated"},
 		},
+		"from all traffic on the canary (stable had no endpoint) back to the step's weight is fine": {
+			samples: []Sample{split(1, 100), split(6.1, 200), split(7, 1000), split(9, 200), split(14.2, 500)},
+		},
 		"a rollback to 0 and a new rollout from 100m is fine": {
 			samples: []Sample{split(1, 100), split(6.1, 200), split(7, 0), split(8, 100)},
 		},

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -17,12 +18,18 @@ import (
 // EndpointSlice controller follows it.
 func (f *fixture) setCanaryReady(ready bool) {
 	f.t.Helper()
-	pods, err := env.client.CoreV1().Pods(f.ns).List(f.ctx, metav1.ListOptions{LabelSelector: rollout.LabelRole + "=" + rollout.RoleCanary})
+	f.setReady(rollout.LabelRole+"="+rollout.RoleCanary, ready)
+}
+
+// setReady marks every pod the selector picks ready or not.
+func (f *fixture) setReady(selector string, ready bool) {
+	f.t.Helper()
+	pods, err := env.client.CoreV1().Pods(f.ns).List(f.ctx, metav1.ListOptions{LabelSelector: selector})
 	if err != nil {
-		f.t.Fatalf("listing canary pods: %v", err)
+		f.t.Fatalf("listing pods %s: %v", selector, err)
 	}
 	if len(pods.Items) == 0 {
-		f.t.Fatal("no canary pods")
+		f.t.Fatalf("no pods %s", selector)
 	}
 	status := corev1.ConditionFalse
 	if ready {
@@ -89,5 +96,49 @@ func TestACanaryThatLosesItsEndpointsMidStepIsHeldThenResumes(t *testing.T) {
 	}
 	if on, _ := f.auditor.FirstTraffic(); on.IsZero() {
 		t.Error("the auditor never saw the canary take traffic")
+	}
+}
+
+// The mirror image: stable's pods all turn unready mid-step. All traffic
+// goes to the canary at once and the step is held (the analysis has nothing
+// to compare the canary with); when stable is ready again its traffic
+// returns, the step starts over and the rollout is promoted.
+func TestAStableThatLosesItsEndpointsMidStepIsHeldThenResumes(t *testing.T) {
+	f := given(t, "e2e-nostable").app(nil, healthy).audit().canaryd().adopted()
+
+	f.deploy("example.com/web:2.0", healthy)
+	st := f.waitStatus("step 2 in place", 2*time.Minute, func(s rollout.Status) bool { return s.Step == 2 && s.Applied })
+	stable := appsv1.DefaultDeploymentUniqueLabelKey + "=" + st.StableHash
+	unready := time.Now()
+	f.setReady(stable, false)
+	held := f.waitStatus("held for stable's endpoints", time.Minute, func(s rollout.Status) bool {
+		return s.Phase == rollout.PhaseHeld && strings.HasPrefix(s.Message, "the stable pods have no ready endpoint")
+	})
+	f.waitFor("all traffic on the canary", 30*time.Second, func() (bool, error) {
+		w := f.auditor.weights()
+		return w[len(w)-1] == 1000, nil
+	})
+	f.waitEvent("NoReadyEndpoints", 10*time.Second)
+	time.Sleep(2 * interval) // held, not walked on
+	if st, _ := f.tryStatus(); st.Phase != rollout.PhaseHeld || st.Step != 2 {
+		t.Fatalf("while stable had no endpoint: %+v", st)
+	}
+
+	f.setReady(stable, true)
+	f.waitEvent("Resumed", time.Minute)
+	end := f.waitPhase(rollout.PhaseSucceeded, 2*time.Minute)
+	if f.image() != "example.com/web:2.0" || len(f.events("RolledOutByHand")) > 0 {
+		t.Errorf("not promoted the usual way: %+v", end)
+	}
+	if got, want := f.auditor.weights(), []int{-1, 0, 100, 200, 1000, 200, 500, 1000, 0}; !slices.Equal(got, want) {
+		t.Errorf("canary weights %v, want %v", got, want)
+	}
+	t.Logf("held at step %d: %s", held.Step, held.Message)
+	for _, v := range f.auditor.Violations() {
+		if v.Rule == "void" && !v.At.Before(unready) && v.At.Sub(unready) < 3*time.Second {
+			t.Logf("while canaryd reacted: %s", v)
+			continue
+		}
+		t.Errorf("invariant broken: %s", v)
 	}
 }
