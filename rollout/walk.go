@@ -126,16 +126,22 @@ const noEndpointsPrefix = "the canary has no ready endpoint"
 // back within progress-deadline, on-inconclusive decides. When it does, the
 // step starts over with its weight in place.
 func (d *decider) holdForEndpoints() {
+	d.holdForBackend(noEndpointsPrefix, fmt.Sprintf("its %dm of step %d/%d stay on stable until it has one", d.st.Weight, d.st.Step, len(d.spec.Steps)))
+}
+
+// holdForBackend holds the step while a backend has no ready endpoint:
+// Held since the first time, and past progress-deadline on-inconclusive
+// decides. Both messages start with prefix, so a backend that comes back
+// after the deadline still resumes its step (walk).
+func (d *decider) holdForBackend(prefix, detail string) {
 	d.st.Phase = PhaseHeld
 	if d.st.HeldSince == nil {
 		d.st.HeldSince = stamp(d.o.Now)
 	}
-	d.st.Message = fmt.Sprintf("%s: its %dm of step %d/%d stay on stable until it has one", noEndpointsPrefix, d.st.Weight, d.st.Step, len(d.spec.Steps))
+	d.st.Message = prefix + ": " + detail
 	left := d.st.HeldSince.Add(d.spec.ProgressDeadline).Sub(d.o.Now)
 	if left <= 0 {
-		// onDeadline's message starts with the same prefix, so a canary
-		// that comes back after the deadline still resumes its step.
-		d.onDeadline(fmt.Sprintf("%s for %s", noEndpointsPrefix, d.spec.ProgressDeadline))
+		d.onDeadline(fmt.Sprintf("%s for %s", prefix, d.spec.ProgressDeadline))
 		return
 	}
 	d.wake(left)
@@ -170,17 +176,7 @@ func (d *decider) holdForStable() {
 		d.st.Message = fmt.Sprintf("promotion: returning traffic to %s-stable (revision %s, rolled out by hand)", o.Name, d.st.Revision)
 		return
 	}
-	d.st.Phase = PhaseHeld
-	if d.st.HeldSince == nil {
-		d.st.HeldSince = stamp(o.Now)
-	}
-	d.st.Message = fmt.Sprintf("%s: all traffic is on the canary, and step %d/%d (%dm) starts over once they have one", noStablePrefix, d.st.Step, len(d.spec.Steps), d.st.Weight)
-	left := d.st.HeldSince.Add(d.spec.ProgressDeadline).Sub(o.Now)
-	if left <= 0 {
-		d.onDeadline(fmt.Sprintf("%s for %s", noStablePrefix, d.spec.ProgressDeadline))
-		return
-	}
-	d.wake(left)
+	d.holdForBackend(noStablePrefix, fmt.Sprintf("all traffic is on the canary, and step %d/%d (%dm) starts over once they have one", d.st.Step, len(d.spec.Steps), d.st.Weight))
 }
 
 // windowHolds: the rollout window is closed and the configuration says a
