@@ -45,9 +45,11 @@ chaos: bootstrap
 # Wald's information limit, and one canaryd managing 100 to 2,000 and more
 # Deployments. Takes 30–40 minutes on 2 cores; writes
 # test/bench/report/REPORT.md with PNG plots and pprof profiles. Its smoke
-# (N = 50, 3 trials of each scenario) runs in `make test`.
+# (N = 50, 3 trials of each scenario) runs in `make test`. Then what one
+# check costs Prometheus in CPU (analysis, about 2 minutes).
 bench: bootstrap
 	CANARYD_BENCH_FULL=1 $(GO) test -count=1 -timeout 90m -v -run '^TestBench$$' ./test/bench
+	$(GO) test -count=1 -timeout 15m -run '^$$' -bench PrometheusCostPerCheck -benchtime 400x -count 3 ./analysis
 
 # govulncheck needs its vulnerability database: VULN_DB is vuln.go.dev, or a
 # file:// mirror of it where that host is unreachable.

@@ -11,22 +11,32 @@
 // # What is asked of Prometheus
 //
 // For Target{Namespace: "shop", Canary: "cart-canary", Stable: "cart"} with a
-// one-minute window, one check sends four instant queries at Target.Now, at
-// once, each answering for canary and stable together (joined with `or`, told
-// apart by the deployment label):
+// one-minute window, one check sends two instant queries at Target.Now, at
+// once, each answering for canary and stable together (told apart by the
+// deployment label): the counters summed per scrape target, now, a window ago
+// and when the canary started,
 //
-//	sum by (deployment, classification) (increase(response_total{…}[60s]))          volume, success rate
-//	histogram_quantile(0.99, sum by (deployment, le) (rate(response_latency_ms_bucket{…}[60s])))   p99 (ms)
-//	sum by (deployment, classification) (increase(response_total{…}[<since>s]))      the judge's counts
-//	sum by (deployment, le) (increase(response_latency_ms_bucket{…}[<since>s]))      the judge's latency counts
+//	sum by (namespace, deployment, pod, instance, classification) (response_total{…})
+//	  or label_replace(sum by (…) (response_total{…} offset 60s), "canaryd_offset", "60s", "", "")
+//	  or label_replace(sum by (…) (response_total{…} offset <since>s), "canaryd_offset", "<since>s", "", "")
 //
-// where {…} is namespace="shop",deployment="cart-canary",direction="inbound",
+// and the same for response_latency_ms_bucket by le. canaryd subtracts them
+// itself: per target, what it holds now minus what it held then — 0 if it
+// fell (a restarted proxy), all of it if the target had nothing then (a pod
+// born since). That is the exact count of requests, where increase() would
+// extrapolate each series on its own (see queries.go), and it costs
+// Prometheus half the CPU of having it subtract per series. From the window's
+// growth come the volume, the success rate and the p99 (interpolated in the
+// buckets as histogram_quantile does); from the growth since the canary
+// started, the judge's counts.
+//
+// {…} is namespace="shop",deployment=~"cart|cart-canary",direction="inbound",
 // target_port!="4191" (the admin port: Prometheus scrapes and kubelet probes
 // are not traffic). <since> is Now − Target.Since in whole seconds, rounded
-// up. No range is shorter than two scrape intervals (Config.ScrapeInterval),
-// since rate() and increase() need two samples. Label values are written as
-// Go-quoted strings, which PromQL unquotes with the same rules, so a hostile
-// name stays a string. Custom checks add one query each.
+// up. No range is shorter than two scrape intervals (Config.ScrapeInterval).
+// Label values are written as Go-quoted strings, which PromQL unquotes with
+// the same rules, so a hostile name stays a string. Custom checks add one
+// query each.
 //
 // # Verdicts, in the order they are decided
 //

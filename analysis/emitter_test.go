@@ -38,7 +38,7 @@ type emitter struct {
 	addr    string
 }
 
-func startEmitter(t *testing.T) *emitter {
+func startEmitter(t testing.TB) *emitter {
 	t.Helper()
 	e := &emitter{}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

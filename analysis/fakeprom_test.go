@@ -6,6 +6,7 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,24 +16,26 @@ import (
 
 // fakeProm answers /api/v1/query the way Prometheus does, from canned data
 // keyed by the kind of built-in query, so each verdict path can be set up
-// exactly. Anything not canned is an empty vector.
+// exactly: it prints counters now and at the window's and the since range's
+// offsets such that they grew by the canned amounts. Anything not canned is
+// an empty vector.
 type fakeProm struct {
 	mu      sync.Mutex
 	queries []string
 	forms   []http.Request
 
 	canary, stable string
-	window         [2]counts // canary, stable over the window
-	since          [2]counts // canary, stable since the canary started
-	p99            [2]float64
-	hist           [2]histogram
+	window         [2]counts         // canary, stable over the window
+	since          [2]counts         // canary, stable since the canary started
+	winHist        [2]histogram      // latency buckets over the window (its p99 is the one reported)
+	hist           [2]histogram      // latency buckets since the canary started
 	custom         map[string]string // query substring → "data" JSON
 	fail           func(q string) (status int, body string)
 	delay          time.Duration
 }
 
 func newFake(canary, stable string) *fakeProm {
-	return &fakeProm{canary: canary, stable: stable, p99: [2]float64{math.NaN(), math.NaN()}, custom: map[string]string{}}
+	return &fakeProm{canary: canary, stable: stable, custom: map[string]string{}}
 }
 
 func (f *fakeProm) start(t *testing.T) *httptest.Server {
@@ -77,17 +80,111 @@ func (f *fakeProm) answer(q string) string {
 			return data
 		}
 	}
-	switch {
-	case strings.HasPrefix(q, "histogram_quantile"):
-		return vectorJSON(f.p99Samples())
-	case strings.Contains(q, "response_latency_ms_bucket"):
-		return vectorJSON(f.bucketSamples())
-	case strings.Contains(q, "response_total") && strings.Contains(q, "offset 60s"):
-		return vectorJSON(f.countSamples(f.window))
-	case strings.Contains(q, "response_total"):
-		return vectorJSON(f.countSamples(f.since))
+	offsets := offsetsOf(q)
+	if len(offsets) == 0 {
+		return vectorJSON(nil)
 	}
-	return vectorJSON(nil)
+	var grew [2]map[string]map[string]float64 // window, since → deployment → by-value → growth
+	by := "classification"
+	if strings.Contains(q, "response_latency_ms_bucket") {
+		by = "le"
+		grew = [2]map[string]map[string]float64{f.bucketGrowth(f.winHist), f.bucketGrowth(f.hist)}
+	} else if strings.Contains(q, "response_total") {
+		grew = [2]map[string]map[string]float64{f.countGrowth(f.window), f.countGrowth(f.since)}
+	} else {
+		return vectorJSON(nil)
+	}
+	return vectorJSON(instantRows(by, offsets, grew))
+}
+
+// offsetsOf lists the ranges an instants query reads in the past, in order:
+// the window, then (if asked) the since range.
+func offsetsOf(q string) []string {
+	var out []string
+	for _, m := range regexp.MustCompile(`offset (\d+s)\)`).FindAllStringSubmatch(q, -1) {
+		out = append(out, m[1])
+	}
+	return out
+}
+
+// instantRows prints, per deployment and `by` value, a counter now and at
+// each offset such that it grew by grew[0] over the first offset and by
+// grew[1] over the second: now = the larger growth, then = now − growth.
+func instantRows(by string, offsets []string, grew [2]map[string]map[string]float64) []sample {
+	var out []sample
+	lbl := func(dep, v, off string) map[string]string {
+		m := map[string]string{"namespace": "shop", "deployment": dep, "pod": dep + "-0", "instance": "10.0.0.1:4191", by: v}
+		if off != "" {
+			m[offsetLabel] = off
+		}
+		return m
+	}
+	keys := map[[2]string]bool{}
+	for _, g := range grew {
+		for dep, vs := range g {
+			for v := range vs {
+				keys[[2]string{dep, v}] = true
+			}
+		}
+	}
+	for k := range keys {
+		now := math.Max(grew[0][k[0]][k[1]], grew[1][k[0]][k[1]])
+		out = append(out, sample{lbl(k[0], k[1], ""), now})
+		for i, off := range offsets[:min(len(offsets), 2)] {
+			out = append(out, sample{lbl(k[0], k[1], off), now - grew[i][k[0]][k[1]]})
+		}
+	}
+	return out
+}
+
+func (f *fakeProm) countGrowth(c [2]counts) map[string]map[string]float64 {
+	out := map[string]map[string]float64{}
+	for i, dep := range f.names() {
+		if c[i].total == 0 {
+			continue
+		}
+		out[dep] = map[string]float64{"success": c[i].total - c[i].bad, "failure": c[i].bad}
+	}
+	return out
+}
+
+func (f *fakeProm) bucketGrowth(h [2]histogram) map[string]map[string]float64 {
+	out := map[string]map[string]float64{}
+	for i, dep := range f.names() {
+		for le, n := range h[i] {
+			if out[dep] == nil {
+				out[dep] = map[string]float64{}
+			}
+			out[dep][strconv.FormatFloat(le, 'f', -1, 64)] = n
+		}
+	}
+	return out
+}
+
+func (f *fakeProm) seen() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.queries...)
+}
+
+// withP99 is a histogram of total requests whose p99, interpolated as
+// histogram_quantile does, is p99 ms: the rank falls in the Linkerd bucket
+// holding p99, every request above it sits at that bucket's top.
+func withP99(total, p99 float64) histogram {
+	lo, hi := 0.0, 0.0
+	for _, le := range []float64{1, 2, 3, 4, 5, 10, 20, 30, 40, 50, 100, 200, 300, 400, 500, 1000, 2000} {
+		if lo, hi = hi, le; p99 < le {
+			break
+		}
+	}
+	rank, share := 0.99*total, (p99-lo)/(hi-lo)
+	below := (rank - share*total) / (1 - share) // requests under lo
+	return histogram{lo: below, hi: total, math.Inf(1): total}
+}
+
+// fastHist: every request under 50 ms.
+func fastHist(total float64) histogram {
+	return histogram{10: total * 0.9, 20: total * 0.995, 50: total, 500: total, math.Inf(1): total}
 }
 
 type sample struct {
@@ -109,48 +206,3 @@ func vectorJSON(samples []sample) string {
 }
 
 func (f *fakeProm) names() [2]string { return [2]string{f.canary, f.stable} }
-
-func (f *fakeProm) countSamples(c [2]counts) []sample {
-	var out []sample
-	for i, dep := range f.names() {
-		if c[i].total == 0 {
-			continue
-		}
-		out = append(out, sample{map[string]string{"namespace": "shop", "deployment": dep, "classification": "success"}, c[i].total - c[i].bad})
-		if c[i].bad > 0 {
-			out = append(out, sample{map[string]string{"namespace": "shop", "deployment": dep, "classification": "failure"}, c[i].bad})
-		}
-	}
-	return out
-}
-
-func (f *fakeProm) p99Samples() []sample {
-	var out []sample
-	for i, dep := range f.names() {
-		if !math.IsNaN(f.p99[i]) {
-			out = append(out, sample{map[string]string{"namespace": "shop", "deployment": dep}, f.p99[i]})
-		}
-	}
-	return out
-}
-
-func (f *fakeProm) bucketSamples() []sample {
-	var out []sample
-	for i, dep := range f.names() {
-		for le, n := range f.hist[i] {
-			out = append(out, sample{map[string]string{"namespace": "shop", "deployment": dep, "le": strconv.FormatFloat(le, 'f', -1, 64)}, n})
-		}
-	}
-	return out
-}
-
-func (f *fakeProm) seen() []string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return append([]string(nil), f.queries...)
-}
-
-// fastHist: every request under 50 ms.
-func fastHist(total float64) histogram {
-	return histogram{10: total * 0.9, 20: total * 0.995, 50: total, 500: total, math.Inf(1): total}
-}

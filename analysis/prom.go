@@ -86,11 +86,11 @@ func (p *Prom) Validate(ctx context.Context) error {
 	t := sampleTarget()
 	b := p.builder(t)
 	var errs []error
-	if _, err := p.client.query(ctx, "built-in responses", b.counts(promRange(t.Window)), time.Time{}); err != nil {
-		errs = append(errs, err)
-	}
-	if _, err := p.client.query(ctx, "built-in p99", b.p99(promRange(t.Window)), time.Time{}); err != nil {
-		errs = append(errs, err)
+	for l := range lanes {
+		name, q := l.render(b, ranges{window: t.Window, since: 2 * t.Window})
+		if _, err := p.client.query(ctx, "built-in: "+name, q, time.Time{}); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	for name, c := range p.checks {
 		q, err := c.render(t)
@@ -190,8 +190,7 @@ type checkValue struct {
 // task is one built-in question and what to do with its answer.
 type task struct {
 	lane  lane
-	rng   func(at time.Time) time.Duration
-	apply func(model.Vector) error
+	apply func(rows model.Vector, used ranges)
 }
 
 // measure asks the built-in questions (shared with the checks made at the
@@ -201,40 +200,36 @@ type task struct {
 func (p *Prom) measure(ctx context.Context, t Target) (measurement, error) {
 	window, since := p.ranges(t)
 	m := measurement{window: window, since: since, canary: noNumbers(), stable: noNumbers()}
-	inWindow := func(time.Time) time.Duration { return window }
+	rng := func(at time.Time) ranges {
+		if !p.judgeOn {
+			return ranges{window: window}
+		}
+		return ranges{window: window, since: p.sinceAt(t, at)}
+	}
 	tasks := []task{
-		{laneCounts, inWindow, func(v model.Vector) error {
-			c, st, err := splitCounts(v, t.Canary, t.Stable)
+		{laneCounts, func(rows model.Vector, used ranges) {
+			c, st := growth(rows, "classification", promRange(used.window)).countsOf(t.Canary, t.Stable)
 			m.canary.Requests, m.canary.SuccessRate = math.Round(c.total), successRate(c)
 			m.stable.Requests, m.stable.SuccessRate = math.Round(st.total), successRate(st)
-			return err
+			if used.since > 0 {
+				m.cumCanary, m.cumStable = growth(rows, "classification", promRange(used.since)).countsOf(t.Canary, t.Stable)
+				m.since = used.since
+			}
 		}},
-		{laneP99, inWindow, func(v model.Vector) error {
-			var err error
-			m.canary.LatencyP99Ms, m.stable.LatencyP99Ms, err = splitByDeployment(v, t.Canary, t.Stable)
-			return err
+		{laneBuckets, func(rows model.Vector, used ranges) {
+			c, st := growth(rows, "le", promRange(used.window)).histogramsOf(t.Canary, t.Stable)
+			m.canary.LatencyP99Ms, m.stable.LatencyP99Ms = c.quantile(0.99), st.quantile(0.99)
+			if used.since > 0 {
+				m.histCanary, m.histStable = growth(rows, "le", promRange(used.since)).histogramsOf(t.Canary, t.Stable)
+			}
 		}},
-	}
-	if p.judgeOn {
-		sinceAt := func(at time.Time) time.Duration { return p.sinceAt(t, at) }
-		tasks = append(tasks,
-			task{laneCountsSince, sinceAt, func(v model.Vector) error {
-				var err error
-				m.cumCanary, m.cumStable, err = splitCounts(v, t.Canary, t.Stable)
-				return err
-			}},
-			task{laneBucketsSince, sinceAt, func(v model.Vector) error {
-				var err error
-				m.histCanary, m.histStable, err = splitBuckets(v, t.Canary, t.Stable)
-				return err
-			}})
 	}
 	m.checks = make([]checkValue, len(t.Checks))
 	asks := make([]*ask, len(tasks))
 	errs := make([]error, len(tasks))
 	var wg sync.WaitGroup
 	for i, tk := range tasks {
-		asks[i] = &ask{member: member{t.Namespace, t.Canary, t.Stable}, now: t.Now, rng: tk.rng}
+		asks[i] = &ask{member: member{t.Namespace, t.Canary, t.Stable}, now: t.Now, rng: rng}
 		wg.Go(func() { errs[i] = p.share.ask(ctx, tk.lane, asks[i]) })
 	}
 	for i, name := range t.Checks {
@@ -242,14 +237,8 @@ func (p *Prom) measure(ctx context.Context, t Target) (measurement, error) {
 	}
 	wg.Wait()
 	for i, tk := range tasks {
-		if errs[i] != nil {
-			continue
-		}
-		if err := tk.apply(asks[i].rows); err != nil {
-			errs[i] = err
-		}
-		if tk.lane == laneCountsSince {
-			m.since = asks[i].used
+		if errs[i] == nil {
+			tk.apply(asks[i].rows, asks[i].used)
 		}
 	}
 	return m, firstOf(errs)

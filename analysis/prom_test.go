@@ -30,7 +30,7 @@ func testTarget() Target {
 func healthy(f *fakeProm) {
 	f.window = [2]counts{{1000, 1}, {9000, 9}}
 	f.since = [2]counts{{1600, 1}, {15000, 15}}
-	f.p99 = [2]float64{42, 40}
+	f.winHist = [2]histogram{withP99(1000, 42), withP99(9000, 40)}
 	f.hist = [2]histogram{fastHist(1600), fastHist(15000)}
 }
 
@@ -77,7 +77,7 @@ func TestAnalyzeVerdicts(t *testing.T) {
 		},
 		{
 			name:      "a p99 over the maximum fails",
-			setup:     func(f *fakeProm, _ *Target, _ *Config) { healthy(f); f.p99[0] = 742 },
+			setup:     func(f *fakeProm, _ *Target, _ *Config) { healthy(f); f.winHist[0] = withP99(1000, 742) },
 			verdict:   Fail,
 			reasonHas: []string{"p99 742ms > 500ms over 1m (1000 requests)"},
 		},
@@ -126,7 +126,7 @@ func TestAnalyzeVerdicts(t *testing.T) {
 		},
 		{
 			name:      "traffic but no latency series is an error, not a pass",
-			setup:     func(f *fakeProm, _ *Target, _ *Config) { healthy(f); f.p99[0] = math.NaN() },
+			setup:     func(f *fakeProm, _ *Target, _ *Config) { healthy(f); f.winHist[0] = nil },
 			verdict:   Error,
 			reasonHas: []string{"no canary p99 latency over 1m (1000 requests)"},
 		},
@@ -142,14 +142,14 @@ func TestAnalyzeVerdicts(t *testing.T) {
 			name: "a query Prometheus rejects is an error with its error type",
 			setup: func(f *fakeProm, _ *Target, _ *Config) {
 				f.fail = func(q string) (int, string) {
-					if strings.HasPrefix(q, "histogram_quantile") {
+					if strings.Contains(q, "response_latency_ms_bucket") {
 						return 400, `{"status":"error","errorType":"bad_data","error":"parse error: unexpected character"}`
 					}
 					return 0, ""
 				}
 			},
 			verdict:   Error,
-			reasonHas: []string{`query "canary and stable p99 over 1m" failed: HTTP 400: bad_data: parse error`},
+			reasonHas: []string{`query "canary and stable latency buckets over 1m and since canary start (1m40s)" failed: HTTP 400: bad_data: parse error`},
 		},
 		{
 			name: "a slow Prometheus times out into an error",
@@ -251,8 +251,8 @@ func TestQueriesAreBatchedScopedAndTimed(t *testing.T) {
 	p := newTestProm(t, srv.URL, nil)
 	p.Analyze(context.Background(), testTarget())
 	qs := f.seen()
-	if len(qs) != 4 {
-		t.Fatalf("%d queries, want 4 (counts and p99 over the window, counts and buckets since start): %q", len(qs), qs)
+	if len(qs) != 2 {
+		t.Fatalf("%d queries, want 2 (responses and latency buckets, now, a window ago and at the canary's start): %q", len(qs), qs)
 	}
 	for _, q := range qs {
 		for _, want := range []string{`namespace="shop"`, `deployment=~"cart|cart-canary"`,
@@ -261,8 +261,8 @@ func TestQueriesAreBatchedScopedAndTimed(t *testing.T) {
 				t.Errorf("query %q lacks %s", q, want)
 			}
 		}
-		if !strings.Contains(q, "offset 60s") && !strings.Contains(q, "offset 100s") {
-			t.Errorf("query %q has neither the window nor the since range", q)
+		if !strings.Contains(q, "offset 60s") || !strings.Contains(q, "offset 100s") {
+			t.Errorf("query %q lacks the window or the since range", q)
 		}
 	}
 	for _, r := range f.forms {
@@ -288,14 +288,15 @@ func TestRangesNeverShorterThanTwoScrapes(t *testing.T) {
 	}
 }
 
-// orsPerQuery is the fixed shape of every built-in query: "counted since
-// rng" or "born since rng". A name that escaped its string would add to it.
-const orsPerQuery = 1
+// orsPerQuery is the fixed shape of every built-in query: the counters now,
+// or a window ago, or at the canary's start. A name that escaped its string
+// would add to it.
+const orsPerQuery = 2
 
 func TestHostileNamesCannotInjectPromQL(t *testing.T) {
 	hostile := `x"}) or vector(1) or sum(up{a="`
 	b := newBuilder(4191, member{`ns\"`, hostile, "s\n"})
-	for _, q := range []string{b.counts("60s"), b.p99("60s"), b.buckets("60s")} {
+	for _, q := range []string{b.counts("60s", "91s"), b.buckets("60s", "91s")} {
 		if err := lintPromQL(q); err != nil {
 			t.Errorf("query %q: %v", q, err)
 		}

@@ -12,9 +12,9 @@ import (
 
 // Checks made at the same moment share their built-in queries (Config.Share).
 //
-// Every check asks Prometheus the same four questions (responses and p99
-// over the window, responses and latency buckets since the canary started),
-// each about one canary and its stable. When many rollouts are due at once —
+// Every check asks Prometheus the same two questions (responses and latency
+// buckets, each now, a window ago and when the canary started), each about
+// one canary and its stable. When many rollouts are due at once —
 // 200 steps falling due within a second at N = 2,000 in the scale benchmark —
 // that was 800 queries of a handful of series each, and each check waited in
 // Prometheus's queue behind the others (0.26 s a check there, 0.04 s on an
@@ -38,22 +38,26 @@ import (
 // canary started another second) go in the same round as separate queries.
 //
 // Measured in the scale benchmark (N = 2,000, 2 cores, same run, two waves
-// each): 2.6 queries per check instead of 4.2, but Prometheus used the same
+// each, when a check still made four queries): 2.6 queries per check instead
+// of 4.2, but Prometheus used the same
 // CPU either way (its cost is reading each series' samples, which a shared
 // query reads all the same) and a check took 0.35–0.43 s instead of
 // 0.28–0.34 s, for waiting on the round before its own. So it is off by
 // default, for backends that limit or bill the queries themselves.
 
-// lane is one of the four built-in questions of a check.
+// lane is one of the two built-in questions of a check.
 type lane int
 
 const (
-	laneCounts       lane = iota // responses over the window
-	laneP99                      // p99 over the window
-	laneCountsSince              // responses since the canary started
-	laneBucketsSince             // latency buckets since the canary started
+	laneCounts  lane = iota // responses by classification
+	laneBuckets             // latency buckets
 	lanes
 )
+
+// ranges are how far back a check reads its counters: the threshold
+// window, and the time since the canary started (0: not asked, the judge is
+// off).
+type ranges struct{ window, since time.Duration }
 
 // maxShared bounds the checks in one query, and so its length.
 const maxShared = 64
@@ -62,13 +66,13 @@ const maxShared = 64
 type ask struct {
 	member
 	now time.Time
-	// rng is the query range for an evaluation at `at`.
-	rng  func(at time.Time) time.Duration
+	// rng is the query's ranges for an evaluation at `at`.
+	rng  func(at time.Time) ranges
 	done chan struct{}
-	// The answer: the check's own rows and the range they were evaluated
+	// The answer: the check's own rows and the ranges they were evaluated
 	// over, or the error.
 	rows model.Vector
-	used time.Duration
+	used ranges
 	err  error
 }
 
@@ -133,7 +137,7 @@ func (s *sharer) round(ctx context.Context, l lane, batch []*ask) {
 			at = a.now
 		}
 	}
-	byRange := map[time.Duration][]*ask{}
+	byRange := map[ranges][]*ask{}
 	for _, a := range batch {
 		a.used = a.rng(at)
 		byRange[a.used] = append(byRange[a.used], a)
@@ -168,18 +172,17 @@ func (s *sharer) round(ctx context.Context, l lane, batch []*ask) {
 }
 
 // render is lane l's query over rng, and the name an operator reads when it fails.
-func (l lane) render(b queryBuilder, rng time.Duration) (name, q string) {
-	r, d := promRange(rng), promDuration(rng)
-	switch l {
-	case laneCounts:
-		return "canary and stable responses over " + d, b.counts(r)
-	case laneP99:
-		return "canary and stable p99 over " + d, b.p99(r)
-	case laneCountsSince:
-		return "canary and stable responses since canary start (" + d + ")", b.counts(r)
-	default:
-		return "canary and stable latency buckets since canary start (" + d + ")", b.buckets(r)
+func (l lane) render(b queryBuilder, rng ranges) (name, q string) {
+	rs := []string{promRange(rng.window)}
+	over := "over " + promDuration(rng.window)
+	if rng.since > 0 {
+		rs = append(rs, promRange(rng.since))
+		over += " and since canary start (" + promDuration(rng.since) + ")"
 	}
+	if l == laneCounts {
+		return "canary and stable responses " + over, b.counts(rs...)
+	}
+	return "canary and stable latency buckets " + over, b.buckets(rs...)
 }
 
 // pick keeps the rows of m's namespace and Deployments.
