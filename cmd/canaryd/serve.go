@@ -18,7 +18,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -168,19 +167,6 @@ func newLogger(level, format string) (*zap.Logger, error) {
 	return cfg.Build()
 }
 
-// protobuf has the built-in types (Deployments, ReplicaSets, Services,
-// EndpointSlices, Events, Leases) travel as protobuf, as kube-controller-manager's
-// do: cheaper for the API server to encode, for canaryd to decode every watch
-// event of thousands of objects, and smaller on the wire; JSON stays accepted
-// (errors, an old proxy). Custom resources have no protobuf form: the dynamic
-// client (TrafficSplit, HTTPRoute) keeps JSON.
-func protobuf(rc *rest.Config) *rest.Config {
-	c := rest.CopyConfig(rc)
-	c.ContentType = runtime.ContentTypeProtobuf
-	c.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
-	return c
-}
-
 func restConfig(kubeconfig string) (*rest.Config, error) {
 	if kubeconfig == "" {
 		return rest.InClusterConfig()
@@ -245,7 +231,7 @@ func serve(ctx context.Context, args []string) error {
 	fence := &writeFence{lease: o.leaseDuration, margin: o.leaseDuration / 7}
 	electionConfig := rest.CopyConfig(rc)
 	rc.Wrap(fence.wrap)
-	client, err := kubernetes.NewForConfig(protobuf(rc))
+	client, err := kubernetes.NewForConfig(rc)
 	if err != nil {
 		return err
 	}
@@ -304,7 +290,7 @@ func serve(ctx context.Context, args []string) error {
 		ctrl.Metrics().Leader.Set(1)
 		return ctrl.Run(ctx)
 	}
-	electionClient, err := kubernetes.NewForConfig(protobuf(electionConfig))
+	electionClient, err := kubernetes.NewForConfig(electionConfig)
 	if err != nil {
 		return err
 	}

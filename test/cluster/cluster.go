@@ -12,7 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
@@ -292,17 +291,6 @@ func RESTConfigFor(kubeconfig string) (*rest.Config, error) {
 		return nil, fmt.Errorf("load kubeconfig %s: %w", kubeconfig, err)
 	}
 	return cfg, nil
-}
-
-// Protobuf is a copy of rc whose typed clients send and read the built-in types as protobuf, as Kubernetes'
-// own components and canaryd do, so that the harness's watches cost the API server what a real cluster's
-// watchers would (JSON for any watcher of a type means encoding every event of it twice). Dynamic clients
-// (custom resources, which have no protobuf form) keep JSON whatever the config says.
-func Protobuf(rc *rest.Config) *rest.Config {
-	c := rest.CopyConfig(rc)
-	c.ContentType = runtime.ContentTypeProtobuf
-	c.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
-	return c
 }
 
 // resetDir empties a caller-given Dir so that a previous run's etcd data or certificates can't leak in.

@@ -120,7 +120,7 @@ func Start(ctx context.Context, o Options) (e *Env, err error) {
 		return e, fmt.Errorf("starting the cluster: %w", err)
 	}
 	progress(ClusterUp, t0)
-	rc := cluster.Protobuf(e.Cluster.RESTConfig)
+	rc := rest.CopyConfig(e.Cluster.RESTConfig)
 	if e.Client, err = kubernetes.NewForConfig(rc); err != nil {
 		return e, fmt.Errorf("kubernetes client: %w", err)
 	}
