@@ -25,7 +25,7 @@
 // fell (a restarted proxy), all of it if the target had nothing then (a pod
 // born since). That is the exact count of requests, where increase() would
 // extrapolate each series on its own (see queries.go), and it costs
-// Prometheus half the CPU of having it subtract per series. From the window's
+// Prometheus a third to a half less CPU than having it subtract per series. From the window's
 // growth come the volume, the success rate and the p99 (interpolated in the
 // buckets as histogram_quantile does); from the growth since the canary
 // started, the judge's counts.
