@@ -469,9 +469,7 @@ func TestRealPrometheusNumbersAgreeWithPrometheusOwnArithmetic(t *testing.T) {
 		return out
 	}
 	grow := func(metric string, r time.Duration) string {
-		x := fmt.Sprintf(`%s{namespace="agree",direction="inbound",target_port!="4191"}`, metric)
-		o := fmt.Sprintf("%ds", int(r.Seconds()))
-		return fmt.Sprintf("(clamp_min(%s - %s offset %s, 0) or (%s unless %s offset %s))", x, x, o, x, x, o)
+		return perSeriesGrowth(metric+`{namespace="agree",direction="inbound",target_port!="4191"}`, fmt.Sprintf("%ds", int(r.Seconds())))
 	}
 	p := w.analyzer(t, nil)
 	// windows that start after, about when, and before the canary's birth
@@ -493,4 +491,12 @@ func TestRealPrometheusNumbersAgreeWithPrometheusOwnArithmetic(t *testing.T) {
 		}
 		t.Logf("window %s: canary %+v stable %+v", window, r.Canary, r.Stable)
 	}
+}
+
+// perSeriesGrowth is how a check had Prometheus count a counter's growth
+// over rng until it read the instants itself: per series, now minus rng
+// ago, or all of it for a series born since.
+func perSeriesGrowth(selector, rng string) string {
+	x := selector
+	return fmt.Sprintf("(clamp_min(%s - %s offset %s, 0) or (%s unless %s offset %s))", x, x, rng, x, x, rng)
 }

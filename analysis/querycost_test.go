@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -27,48 +26,34 @@ type costWorld struct {
 	em   *emitter
 }
 
-var (
-	costOnce sync.Once
-	costW    *costWorld
-	costErr  error
-)
-
+// startCostWorld starts 200 rollouts' proxies and a Prometheus scraping
+// them every second, and lets it collect 30 s of data.
 func startCostWorld(b *testing.B) *costWorld {
 	b.Helper()
 	if _, err := exec.LookPath("prometheus"); err != nil {
 		b.Skip("no prometheus binary (apt-get install prometheus)")
 	}
-	costOnce.Do(func() {
-		em := startEmitter(b)
-		dir, err := os.MkdirTemp("", "querycost-")
-		if err != nil {
-			costErr = err
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		prom, err := cluster.StartPrometheus(ctx, cluster.PromOptions{Dir: dir, ScrapeInterval: time.Second, StaticTargets: []string{em.addr}})
-		if err != nil {
-			costErr = err
-			return
-		}
-		c, err := api.NewClient(api.Config{Address: prom.URL})
-		if err != nil {
-			costErr = err
-			return
-		}
-		for i := range costApps {
-			name := fmt.Sprintf("app-%d", i)
-			go em.drive(context.Background(), em.pod("cost", name), traffic{rps: 40, errRate: 0.001, latencyMs: 10}, uint64(2*i))
-			go em.drive(context.Background(), em.pod("cost", name+"-canary"), traffic{rps: 4, errRate: 0.001, latencyMs: 10}, uint64(2*i+1))
-		}
-		time.Sleep(30 * time.Second)
-		costW = &costWorld{prom: prom, api: v1.NewAPI(c), em: em}
-	})
-	if costErr != nil {
-		b.Fatal(costErr)
+	em := startEmitter(b)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	prom, err := cluster.StartPrometheus(ctx, cluster.PromOptions{Dir: b.TempDir(), ScrapeInterval: time.Second, StaticTargets: []string{em.addr}})
+	if err != nil {
+		b.Fatal(err)
 	}
-	return costW
+	b.Cleanup(func() { _ = prom.Stop() })
+	c, err := api.NewClient(api.Config{Address: prom.URL})
+	if err != nil {
+		b.Fatal(err)
+	}
+	traffic0, stop := context.WithCancel(context.Background())
+	b.Cleanup(stop)
+	for i := range costApps {
+		name := fmt.Sprintf("app-%d", i)
+		go em.drive(traffic0, em.pod("cost", name), traffic{rps: 40, errRate: 0.001, latencyMs: 10}, uint64(2*i))
+		go em.drive(traffic0, em.pod("cost", name+"-canary"), traffic{rps: 4, errRate: 0.001, latencyMs: 10}, uint64(2*i+1))
+	}
+	time.Sleep(30 * time.Second)
+	return &costWorld{prom: prom, api: v1.NewAPI(c), em: em}
 }
 
 func procCPU(b *testing.B, pid int) time.Duration {
@@ -87,10 +72,7 @@ func procCPU(b *testing.B, pid int) time.Duration {
 // start (5 s and 20 s), four queries.
 func legacyForm(ns, canary, stable string) []string {
 	sel := fmt.Sprintf(`namespace=%q,deployment=~"%s|%s",direction="inbound",target_port!="4191"`, ns, canary, stable)
-	grow := func(metric, r string) string {
-		x := metric + "{" + sel + "}"
-		return fmt.Sprintf("(clamp_min(%s - %s offset %s, 0) or (%s unless %s offset %s))", x, x, r, x, x, r)
-	}
+	grow := func(metric, r string) string { return perSeriesGrowth(metric+"{"+sel+"}", r) }
 	return []string{
 		"sum by (namespace, deployment, classification) (" + grow("response_total", "5s") + ")",
 		"histogram_quantile(0.99, sum by (namespace, deployment, le) (" + grow("response_latency_ms_bucket", "5s") + "))",
