@@ -320,7 +320,8 @@ func (r *httpRouteRouter) observe(l cache.GenericLister, ns, foo string) (*int, 
 	return &milli, nil
 }
 
-// get reads canaryd's route for foo from the cache; nil when there is none.
+// get reads canaryd's route for foo from the cache, a copy the caller may
+// change; nil when there is none.
 func (r *httpRouteRouter) get(l cache.GenericLister, ns, foo string) (*unstructured.Unstructured, error) {
 	obj, err := l.ByNamespace(ns).Get(foo)
 	if apierrors.IsNotFound(err) {
@@ -329,7 +330,10 @@ func (r *httpRouteRouter) get(l cache.GenericLister, ns, foo string) (*unstructu
 	if err != nil {
 		return nil, fmt.Errorf("reading HTTPRoute %s: %w", foo, err)
 	}
-	u, ok := obj.(*unstructured.Unstructured)
+	u, ok, err := asUnstructured(obj)
+	if err != nil {
+		return nil, fmt.Errorf("reading HTTPRoute %s: %w", foo, err)
+	}
 	if !ok || !isOurs(u, foo) {
 		return nil, nil
 	}
@@ -372,9 +376,8 @@ func (r *httpRouteRouter) apply(ctx context.Context, l cache.GenericLister, foo 
 	if ok && reflect.DeepEqual(have, want) {
 		return false, nil
 	}
-	u := cur.DeepCopy()
-	u.Object["spec"] = want.spec(foo.Name)
-	if _, err := client.Update(ctx, u, metav1.UpdateOptions{FieldManager: fieldManager}); err != nil {
+	cur.Object["spec"] = want.spec(foo.Name) // get's copy: the cache is untouched
+	if _, err := client.Update(ctx, cur, metav1.UpdateOptions{FieldManager: fieldManager}); err != nil {
 		return false, fmt.Errorf("updating HTTPRoute %s to canary weight %dm: %w", foo.Name, milli, err)
 	}
 	return true, nil

@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/tools/cache"
 
 	"github.com/canaryd/canaryd/rollout"
 )
@@ -143,9 +144,13 @@ func profileOverride(s *informerSet, ns, apex, foo string) string {
 		return "" // a cache read cannot fail; at worst nothing holds
 	}
 	for _, obj := range list {
-		u, ok := obj.(*unstructured.Unstructured)
-		if !ok || profileApex(u.GetName(), ns) != apex {
+		m, ok := obj.(metav1.Object)
+		if !ok || profileApex(m.GetName(), ns) != apex {
 			continue
+		}
+		u, ok, err := asUnstructured(obj)
+		if !ok || err != nil {
+			continue // a cache entry always reads; at worst nothing holds
 		}
 		var has []string
 		for _, f := range []string{"routes", "dstOverrides"} {
@@ -180,8 +185,8 @@ func (c *Controller) watchServiceProfiles(s *informerSet, ns string) {
 	}
 	f := dynamicinformer.NewFilteredDynamicSharedInformerFactory(c.cfg.Dynamic, c.cfg.Resync, ns, nil)
 	inf := f.ForResource(profileGVR)
-	_ = inf.Informer().SetTransform(stripForCache) // fails only once started
-	s.profiles = inf.Lister()
+	_ = inf.Informer().SetTransform(stripForCache)                                               // fails only once started
+	s.profiles = cache.NewGenericLister(inf.Informer().GetIndexer(), profileGVR.GroupResource()) // holds cachedObjects
 	onObject(inf.Informer(), func(obj metav1.Object) {
 		apex := profileApex(obj.GetName(), obj.GetNamespace())
 		deps, err := s.deployments.Deployments(obj.GetNamespace()).List(labels.Everything())

@@ -141,12 +141,17 @@ func TestWhatTheAPIServerDefaultsReadsBackAsCanarydsShape(t *testing.T) {
 	}
 }
 
-// lister is a cache holding the given routes, as the informer would.
+// lister is a cache holding the given routes, in the form the informer
+// keeps them (stripForCache).
 func lister(t *testing.T, objs ...*unstructured.Unstructured) cache.GenericLister {
 	t.Helper()
 	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
 	for _, o := range objs {
-		if err := idx.Add(o); err != nil {
+		c, err := stripForCache(o.DeepCopy())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := idx.Add(c); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -287,31 +292,28 @@ func TestApplyWritesOnlyWhatDiffersAndCarriesTheResourceVersion(t *testing.T) {
 	apex := parent{Name: "foo", Ports: []corev1.ServicePort{{Name: "http", Port: 80}}}
 	r := &httpRouteRouter{dyn: dyn, res: routeGVR, defaults: rollout.DefaultSpec(), spec: specOf(foo.Annotations)}
 	ctx := context.Background()
-	cached := func() cache.GenericLister {
+	// The fake tracker keeps no resourceVersions: the cached copy gets rv,
+	// when there is one, to see that an update sends exactly it.
+	cached := func(rv string) (cache.GenericLister, string) {
 		u, err := dyn.Resource(routeGVR).Namespace("shop").Get(ctx, "foo", metav1.GetOptions{})
 		if err != nil {
-			return lister(t)
+			return lister(t), ""
 		}
-		return lister(t, u)
+		u.SetResourceVersion(rv)
+		return lister(t, u), rv
 	}
 	steps := []struct {
 		milli int
 		write bool
 	}{{0, true}, {0, false}, {rollout.ABWeight, true}, {rollout.ABWeight, false}, {1000, true}, {0, true}}
 	for i, s := range steps {
-		l := cached()
-		// The fake tracker keeps no resourceVersions: give the cached copy
-		// one, and see that an update sends exactly it.
-		rv := ""
-		if u, _ := r.get(l, "shop", "foo"); u != nil {
-			rv = fmt.Sprintf("rv-%d", i)
-			u.SetResourceVersion(rv)
-		}
+		l, rv := cached(fmt.Sprintf("rv-%d", i))
 		wrote, err := r.apply(ctx, l, foo, apex, s.milli)
 		if err != nil || wrote != s.write {
 			t.Fatalf("step %d (%dm): wrote %v, %v; want wrote %v", i, s.milli, wrote, err, s.write)
 		}
-		got, err := r.observe(cached(), "shop", "foo")
+		after, _ := cached("")
+		got, err := r.observe(after, "shop", "foo")
 		if err != nil || got == nil || *got != s.milli {
 			t.Fatalf("step %d: observed %v after applying %dm", i, got, s.milli)
 		}

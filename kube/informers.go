@@ -9,13 +9,14 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/informers"
+	appsinformers "k8s.io/client-go/informers/apps/v1"
 	"k8s.io/client-go/kubernetes"
 	appslisters "k8s.io/client-go/listers/apps/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
-	discoverylisters "k8s.io/client-go/listers/discovery/v1"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/canaryd/canaryd/rollout"
@@ -31,16 +32,93 @@ type informerSet struct {
 
 	deployments appslisters.DeploymentLister // opted-in (label)
 	owned       appslisters.DeploymentLister // foo-canary (managed-by label)
-	replicaSets appslisters.ReplicaSetLister
+	replicaSets cache.Indexer                // *cachedReplicaSet, indexed by owner (replicaSetsOf)
 	services    corelisters.ServiceLister
-	slices      discoverylisters.EndpointSliceLister // of canaryd's Services
+	slices      cache.Indexer // *discoveryv1.EndpointSlice of canaryd's Services, indexed by Service (endpointSlicesOf)
 	// routes are the listers of the routers' resources that are served.
 	routes map[schema.GroupVersionResource]cache.GenericLister
 	// profiles are Linkerd ServiceProfiles, when served (httproute_block.go).
 	profiles cache.GenericLister
 }
 
-const annotationRSRevision = "canaryd.io/cached-revision"
+// Cache indexes: a sync reads one Deployment's ReplicaSets and one
+// Service's EndpointSlices, and a namespace may hold thousands of each.
+const (
+	indexOwner   = "owner"   // a ReplicaSet's owners' UIDs
+	indexService = "service" // an EndpointSlice's namespace/Service
+)
+
+// cachedReplicaSet is what canaryd keeps of a ReplicaSet: who owns it, its
+// pod-template hash (a label), the revision of its template (computed
+// once, as observe compares it with a Deployment's), and its counts. A
+// typed ReplicaSet with its template emptied still took 1.15 KB of heap for
+// the template's zero-valued struct; a namespace keeps up to ten per
+// Deployment (revisionHistoryLimit).
+type cachedReplicaSet struct {
+	metav1.ObjectMeta // name, namespace, uid, resourceVersion, labels, ownerReferences; no annotations
+	Revision          string
+	Replicas          int32 // spec.replicas (1 when unset)
+	Available         int32
+	Ready             int32
+}
+
+func compactReplicaSet(rs *appsv1.ReplicaSet) *cachedReplicaSet {
+	return &cachedReplicaSet{
+		ObjectMeta: metav1.ObjectMeta{Name: rs.Name, Namespace: rs.Namespace, UID: rs.UID, ResourceVersion: rs.ResourceVersion,
+			Labels: rs.Labels, OwnerReferences: rs.OwnerReferences},
+		Revision:  RevisionOf(&rs.Spec.Template),
+		Replicas:  replicas(rs.Spec.Replicas),
+		Available: rs.Status.AvailableReplicas,
+		Ready:     rs.Status.ReadyReplicas,
+	}
+}
+
+// replicaSetsOf lists the cached ReplicaSets owned by uid.
+func (s *informerSet) replicaSetsOf(uid types.UID) ([]*cachedReplicaSet, error) {
+	objs, err := s.replicaSets.ByIndex(indexOwner, string(uid))
+	out := make([]*cachedReplicaSet, 0, len(objs))
+	for _, o := range objs {
+		if rs, ok := o.(*cachedReplicaSet); ok {
+			out = append(out, rs)
+		}
+	}
+	return out, err
+}
+
+// endpointSlicesOf lists the cached EndpointSlices of Service ns/name.
+func (s *informerSet) endpointSlicesOf(ns, name string) ([]*discoveryv1.EndpointSlice, error) {
+	objs, err := s.slices.ByIndex(indexService, ns+"/"+name)
+	out := make([]*discoveryv1.EndpointSlice, 0, len(objs))
+	for _, o := range objs {
+		if sl, ok := o.(*discoveryv1.EndpointSlice); ok {
+			out = append(out, sl)
+		}
+	}
+	return out, err
+}
+
+func byOwnerUID(obj any) ([]string, error) {
+	m, ok := obj.(metav1.Object)
+	if !ok {
+		return nil, nil
+	}
+	var uids []string
+	for _, ref := range m.GetOwnerReferences() {
+		uids = append(uids, string(ref.UID))
+	}
+	return uids, nil
+}
+
+func byServiceName(obj any) ([]string, error) {
+	m, ok := obj.(metav1.Object)
+	if !ok {
+		return nil, nil
+	}
+	if svc := m.GetLabels()[discoveryv1.LabelServiceName]; svc != "" {
+		return []string{m.GetNamespace() + "/" + svc}, nil
+	}
+	return nil, nil
+}
 
 func newInformerSet(client kubernetes.Interface, dyn dynamic.Interface, ns string, resync time.Duration, served map[schema.GroupVersionResource]bool, enqueue func(ns, name string)) *informerSet {
 	byLabel := func(sel string) informers.SharedInformerOption {
@@ -65,9 +143,12 @@ func newInformerSet(client kubernetes.Interface, dyn dynamic.Interface, ns strin
 	s.owned = ownedDeps.Lister()
 	onObject(ownedDeps.Informer(), byManagedLabel(enqueue))
 
-	rs := all.Apps().V1().ReplicaSets()
-	s.replicaSets = rs.Lister()
-	onObject(rs.Informer(), func(obj metav1.Object) {
+	// The factory's transform (stripForCache) turns each into a cachedReplicaSet.
+	rs := all.InformerFor(&appsv1.ReplicaSet{}, func(c kubernetes.Interface, resync time.Duration) cache.SharedIndexInformer {
+		return appsinformers.NewReplicaSetInformer(c, ns, resync, cache.Indexers{indexOwner: byOwnerUID})
+	})
+	s.replicaSets = rs.GetIndexer()
+	onObject(rs, func(obj metav1.Object) {
 		// foo's ReplicaSets are owned by foo; foo-canary's by foo-canary,
 		// which carries the managed-by label naming foo.
 		for _, ref := range obj.GetOwnerReferences() {
@@ -97,20 +178,24 @@ func newInformerSet(client kubernetes.Interface, dyn dynamic.Interface, ns strin
 	// endpoint's address, target reference and zone grow with replicas.
 	// SetTransform fails only on a started informer; this one is new.
 	_ = slices.Informer().SetTransform(stripForCache)
-	s.slices = slices.Lister()
+	// AddIndexers fails only on a started informer; this one is new.
+	_ = slices.Informer().AddIndexers(cache.Indexers{indexService: byServiceName})
+	s.slices = slices.Informer().GetIndexer()
 	onObject(slices.Informer(), byManagedLabel(enqueue))
 
-	s.synced = []cache.InformerSynced{deps.Informer().HasSynced, ownedDeps.Informer().HasSynced, rs.Informer().HasSynced,
+	s.synced = []cache.InformerSynced{deps.Informer().HasSynced, ownedDeps.Informer().HasSynced, rs.HasSynced,
 		svcs.Informer().HasSynced, slices.Informer().HasSynced}
 	for gvr := range served {
 		inf := splits.ForResource(gvr)
 		// Unstructured objects are maps of maps: a TrafficSplit's
 		// managedFields alone cost more than the rest of it. Without this
 		// transform the splits were 36 % of the live heap at 2,000 managed
-		// Deployments (test/bench heap profile, ~10 KB per split).
+		// Deployments (test/bench heap profile, ~10 KB per split); it keeps
+		// them compact (cached.go).
 		// SetTransform fails only on a started informer; this one is new.
 		_ = inf.Informer().SetTransform(stripForCache)
-		s.routes[gvr] = inf.Lister()
+		// The dynamic lister would insist on unstructured entries.
+		s.routes[gvr] = cache.NewGenericLister(inf.Informer().GetIndexer(), gvr.GroupResource())
 		onObject(inf.Informer(), byManagedLabel(enqueue))
 		s.synced = append(s.synced, inf.Informer().HasSynced)
 	}
@@ -156,21 +241,16 @@ func stripManagedFields(obj any) (any, error) {
 }
 
 // stripForCache keeps what canaryd reads of objects it watches cluster-wide:
-// a ReplicaSet's template is replaced by its revision hash, a Service loses
+// a ReplicaSet becomes a cachedReplicaSet (its template's revision, not the
+// template), a Service loses
 // its annotations (last-applied configurations can be large), an
 // EndpointSlice keeps only its endpoints' conditions (canaryd never writes a
-// slice, so a partial copy is safe). Unstructured objects lose managedFields.
+// slice, so a partial copy is safe). Custom resources, decoded unstructured,
+// are cached compact (cachedObject) and without managedFields.
 func stripForCache(obj any) (any, error) {
 	switch o := obj.(type) {
 	case *appsv1.ReplicaSet:
-		o.SetManagedFields(nil)
-		if o.Annotations == nil {
-			o.Annotations = map[string]string{}
-		}
-		if _, done := o.Annotations[annotationRSRevision]; !done {
-			o.Annotations[annotationRSRevision] = RevisionOf(&o.Spec.Template)
-			o.Spec.Template = corev1.PodTemplateSpec{}
-		}
+		return compactReplicaSet(o), nil
 	case *corev1.Service:
 		o.SetManagedFields(nil)
 		if _, ours := o.Labels[rollout.LabelManaged]; !ours {
@@ -178,6 +258,9 @@ func stripForCache(obj any) (any, error) {
 		}
 	case *unstructured.Unstructured:
 		o.SetManagedFields(nil)
+		if c, err := compactObject(o); err == nil {
+			return c, nil
+		} // else cached as decoded: an API server's object always converts, and a relist would only meet it again
 	case *discoveryv1.EndpointSlice:
 		o.SetManagedFields(nil)
 		o.Ports = nil

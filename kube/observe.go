@@ -7,10 +7,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/canaryd/canaryd/rollout"
 )
@@ -68,7 +65,7 @@ func (c *Controller) observe(foo *appsv1.Deployment, enabled bool) (rollout.Obse
 	if o.Annotations == nil {
 		o.Annotations = map[string]string{}
 	}
-	rsList, err := s.replicaSets.ReplicaSets(foo.Namespace).List(labels.Everything())
+	owned, err := s.replicaSetsOf(foo.UID)
 	if err != nil {
 		return o, fmt.Errorf("listing ReplicaSets: %w", err)
 	}
@@ -76,18 +73,20 @@ func (c *Controller) observe(foo *appsv1.Deployment, enabled bool) (rollout.Obse
 	if err != nil && !apierrors.IsNotFound(err) {
 		return o, fmt.Errorf("reading %s: %w", canaryName(foo.Name), err)
 	}
-	for _, rs := range rsList {
-		if ownedBy(rs, foo.UID) {
-			o.ReplicaSets = append(o.ReplicaSets, rollout.ReplicaSet{
-				Hash:      rs.Labels[appsv1.DefaultDeploymentUniqueLabelKey],
-				Revision:  rs.Annotations[annotationRSRevision],
-				Replicas:  replicas(rs.Spec.Replicas),
-				Available: rs.Status.AvailableReplicas,
-			})
-		}
+	for _, rs := range owned {
+		o.ReplicaSets = append(o.ReplicaSets, rollout.ReplicaSet{
+			Hash:      rs.Labels[appsv1.DefaultDeploymentUniqueLabelKey],
+			Revision:  rs.Revision,
+			Replicas:  rs.Replicas,
+			Available: rs.Available,
+		})
 	}
 	if canary != nil && isOurs(canary, foo.Name) {
-		o.Canary = observeCanary(canary, rsList)
+		canaryRS, err := s.replicaSetsOf(canary.UID)
+		if err != nil {
+			return o, fmt.Errorf("listing ReplicaSets: %w", err)
+		}
+		o.Canary = observeCanary(canary, canaryRS)
 	}
 	if svc, err := s.services.Services(foo.Namespace).Get(stableName(foo.Name)); err == nil && isOurs(svc, foo.Name) {
 		o.StableServiceHash = svc.Spec.Selector[appsv1.DefaultDeploymentUniqueLabelKey]
@@ -110,15 +109,15 @@ func (c *Controller) observe(foo *appsv1.Deployment, enabled bool) (rollout.Obse
 // observeCanary reads foo-canary's readiness from its ReplicaSet for the
 // current template: a Deployment's readyReplicas also counts pods of an older
 // template that are still going away.
-func observeCanary(d *appsv1.Deployment, rsList []*appsv1.ReplicaSet) *rollout.Canary {
+func observeCanary(d *appsv1.Deployment, owned []*cachedReplicaSet) *rollout.Canary {
 	cn := &rollout.Canary{
 		Revision: d.Annotations[rollout.AnnotationRevision],
 		Replicas: replicas(d.Spec.Replicas),
 		Current:  d.Status.ObservedGeneration >= d.Generation,
 	}
-	for _, rs := range rsList {
-		if ownedBy(rs, d.UID) && rs.Annotations[annotationRSRevision] == cn.Revision {
-			cn.Ready = rs.Status.ReadyReplicas
+	for _, rs := range owned {
+		if rs.Revision == cn.Revision {
+			cn.Ready = rs.Ready
 			cn.Hash = rs.Labels[appsv1.DefaultDeploymentUniqueLabelKey]
 		}
 	}
@@ -126,8 +125,7 @@ func observeCanary(d *appsv1.Deployment, rsList []*appsv1.ReplicaSet) *rollout.C
 }
 
 func (c *Controller) readyEndpoints(s *informerSet, ns, service string) (int, error) {
-	sel := labels.SelectorFromSet(labels.Set{discoveryv1.LabelServiceName: service})
-	slices, err := s.slices.EndpointSlices(ns).List(sel)
+	slices, err := s.endpointSlicesOf(ns, service)
 	if err != nil {
 		return 0, fmt.Errorf("listing EndpointSlices of %s: %w", service, err)
 	}
@@ -140,15 +138,6 @@ func (c *Controller) readyEndpoints(s *informerSet, ns, service string) (int, er
 		}
 	}
 	return n, nil
-}
-
-func ownedBy(rs *appsv1.ReplicaSet, uid types.UID) bool {
-	for _, ref := range rs.OwnerReferences {
-		if ref.UID == uid {
-			return true
-		}
-	}
-	return false
 }
 
 type labelled interface{ GetLabels() map[string]string }

@@ -2,6 +2,7 @@ package kube
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 
@@ -42,7 +43,10 @@ func (r *smiRouter) observe(l cache.GenericLister, ns, foo string) (*int, error)
 	if err != nil {
 		return nil, fmt.Errorf("reading TrafficSplit %s: %w", foo, err)
 	}
-	u, ok := obj.(*unstructured.Unstructured)
+	u, ok, err := asUnstructured(obj)
+	if err != nil {
+		return nil, fmt.Errorf("reading TrafficSplit %s: %w", foo, err)
+	}
 	if !ok || !isOurs(u, foo) {
 		return nil, nil
 	}
@@ -137,13 +141,15 @@ func (r *smiRouter) apply(ctx context.Context, l cache.GenericLister, foo *appsv
 	if err != nil {
 		return false, fmt.Errorf("reading TrafficSplit %s: %w", foo.Name, err)
 	}
-	cur := obj.(*unstructured.Unstructured)
+	u, ok, err := asUnstructured(obj)
+	if err != nil || !ok {
+		return false, fmt.Errorf("reading TrafficSplit %s: %w", foo.Name, errors.Join(err, fmt.Errorf("cached as %T", obj)))
+	}
 	if w, _ := r.observe(l, foo.Namespace, foo.Name); w != nil && *w == milli {
-		if svc, _, _ := unstructured.NestedString(cur.Object, "spec", "service"); svc == apex.Name {
+		if svc, _, _ := unstructured.NestedString(u.Object, "spec", "service"); svc == apex.Name {
 			return false, nil
 		}
 	}
-	u := cur.DeepCopy()
 	u.Object["spec"] = spec
 	labels := u.GetLabels()
 	labels[rollout.LabelManaged] = foo.Name

@@ -1,11 +1,14 @@
 package kube
 
 import (
+	"reflect"
 	"testing"
 
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/canaryd/canaryd/rollout"
 )
 
 func TestACachedSliceKeepsOnlyWhatReadinessNeeds(t *testing.T) {
@@ -49,22 +52,49 @@ func TestACachedSliceKeepsOnlyWhatReadinessNeeds(t *testing.T) {
 	}
 }
 
-func TestACachedSplitLosesItsManagedFieldsOnly(t *testing.T) {
-	u := &unstructured.Unstructured{Object: map[string]any{
+func TestACachedRouteReadsBackWholeButItsManagedFields(t *testing.T) {
+	want := map[string]any{
 		"apiVersion": "split.smi-spec.io/v1alpha1", "kind": "TrafficSplit",
-		"metadata": map[string]any{"name": "web", "namespace": "shop", "resourceVersion": "42",
-			"managedFields": []any{map[string]any{"manager": "canaryd", "fieldsV1": map[string]any{"f:spec": map[string]any{}}}}},
-		"spec": map[string]any{"service": "web", "backends": []any{map[string]any{"service": "web-stable", "weight": "900m"}}},
-	}}
-	obj, err := stripForCache(u)
+		"metadata": map[string]any{"name": "web", "namespace": "shop", "resourceVersion": "42", "uid": "u-1",
+			"generation": int64(3), "creationTimestamp": "2026-12-08T01:00:00Z",
+			"labels":      map[string]any{rollout.LabelManaged: "web"},
+			"annotations": map[string]any{"team": "shop"},
+			"finalizers":  []any{"example.com/keep"},
+			"ownerReferences": []any{map[string]any{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "uid": "u-0",
+				"controller": true, "blockOwnerDeletion": true}}},
+		// Numbers come back as client-go decodes them: a whole weight as
+		// int64 (v1alpha1 reads a bare 1 as 1000m), a fraction as float64.
+		"spec": map[string]any{"service": "web", "backends": []any{
+			map[string]any{"service": "web-stable", "weight": "900m"},
+			map[string]any{"service": "web-canary", "weight": int64(1)},
+			map[string]any{"service": "web-x", "weight": 0.5}}},
+		"status": map[string]any{"note": "kept"},
+	}
+	in := (&unstructured.Unstructured{Object: want}).DeepCopy()
+	unstructured.SetNestedSlice(in.Object, []any{map[string]any{"manager": "canaryd", "fieldsV1": map[string]any{"f:spec": map[string]any{}}}}, "metadata", "managedFields")
+	obj, err := stripForCache(in)
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := obj.(*unstructured.Unstructured)
-	if got.GetManagedFields() != nil {
-		t.Error("managedFields kept")
+	c, ok := obj.(*cachedObject)
+	if !ok {
+		t.Fatalf("cached as %T, want *cachedObject", obj)
 	}
-	if got.GetResourceVersion() != "42" || got.Object["spec"] == nil {
-		t.Errorf("stripped too much: %v", got.Object)
+	if c.GetResourceVersion() != "42" || c.GetLabels()[rollout.LabelManaged] != "web" || c.ManagedFields != nil {
+		t.Errorf("metadata as cached: %+v", c.ObjectMeta)
+	}
+	got, ok, err := asUnstructured(c)
+	if err != nil || !ok {
+		t.Fatalf("reading back: %v %v", ok, err)
+	}
+	if !reflect.DeepEqual(want, got.Object) {
+		t.Errorf("read back\n%#v\nwant\n%#v", got.Object, want)
+	}
+	// A reader's copy is its own: changing it leaves the cache as it was.
+	got.Object["spec"] = map[string]any{}
+	got.SetLabels(nil)
+	again, _, _ := asUnstructured(c.DeepCopyObject())
+	if !reflect.DeepEqual(want, again.Object) {
+		t.Errorf("the cache changed through a reader's copy:\n%#v", again.Object)
 	}
 }
