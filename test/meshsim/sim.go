@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
@@ -89,14 +91,17 @@ type Sim struct {
 	rr       map[svcKey]uint64
 	rng      *rand.Rand
 
-	// splits and splitsNext remember parsed TrafficSplits between rebuilds; only the stepping goroutine
-	// touches them.
-	splits, splitsNext map[objectVersion]parsed
+	// splits and pods remember what the last rebuild made of each cached object (the informers hand out a new
+	// pointer for each new version of an object); the Next maps collect what this rebuild saw. Only the stepping
+	// goroutine touches them.
+	splits, splitsNext map[*unstructured.Unstructured]parsed
+	pods, podsNext     map[*corev1.Pod]*podInfo // nil: not meshed
 
-	// lastTargets and targetsAddr are the last content written to TargetsFile and the address it named; only
-	// the stepping goroutine touches them.
+	// lastTargets, targetsAddr and targetPods are the last content written to TargetsFile, the address it
+	// named and the pods it was rendered from; only the stepping goroutine touches them.
 	lastTargets []byte
 	targetsAddr string
+	targetPods  map[podKey]*podInfo // the world's pods lastTargets was rendered from
 }
 
 // New validates cfg and builds the API clients. It contacts nothing; Run does.

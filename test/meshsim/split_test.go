@@ -220,3 +220,40 @@ func TestAnUnmeshedPodInTheCacheIsNotReadLive(t *testing.T) {
 		}
 	}
 }
+
+// An apex with several TrafficSplits is routed by the oldest (ties by name), whatever order the cache lists
+// them in, as a ServiceProfile takes the first split linkerd-smi saw.
+func TestTheOldestOfAnApexsTrafficSplitsRoutesIt(t *testing.T) {
+	for _, oldest := range []string{"a", "b", "c"} {
+		t.Run("oldest "+oldest, func(t *testing.T) {
+			var c cluster
+			c.service("web", ann(annRPS, "10"), true)
+			for _, b := range []string{"a", "b", "c"} {
+				c.service("web-"+b, nil, true, c.workload("web-"+b, 1, nil)...)
+				age := 5
+				if b == oldest {
+					age = 1
+				}
+				c.serve(gvrSplitV1a1)
+				c.custom(gvrSplitV1a1, "TrafficSplit", "web-split-"+b, age, map[string]any{
+					"service":  "web",
+					"backends": []any{map[string]any{"service": "web-" + b, "weight": "1000m"}},
+				})
+			}
+			s, _ := c.start(t, Config{Seed: 1})
+			w := s.buildWorld()
+			if len(w.apexes) != 1 || w.apexes[0].split == nil || w.apexes[0].split.name != ns+"/web-split-"+oldest {
+				t.Fatalf("apexes %d, split %+v, want web routed by web-split-%s", len(w.apexes), w.apexes[0].split, oldest)
+			}
+			// The rest tie on age: a rebuild from the remembered parses picks the same one.
+			if w2 := s.buildWorld(); w2.apexes[0].split.name != ns+"/web-split-"+oldest {
+				t.Errorf("second rebuild routes by %s", w2.apexes[0].split.name)
+			}
+			run(s, 10*time.Second)
+			st := s.Stats()
+			if got := st[Route{ns, "web", "web-" + oldest}].Requests; got != 100 {
+				t.Errorf("requests to web-%s = %d, want all 100; stats %v", oldest, got, st)
+			}
+		})
+	}
+}

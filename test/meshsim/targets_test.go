@@ -141,3 +141,42 @@ func TestListenAddrMustBeLoopback(t *testing.T) {
 		}
 	}
 }
+
+// The targets file is rewritten when a pod changes (here its IP), and left alone by rebuilds that change no pod.
+func TestTargetsFileFollowsPodChangesAndOnlyThem(t *testing.T) {
+	var c cluster
+	pods := c.workload("web", 1, nil)
+	path := filepath.Join(t.TempDir(), "targets.json")
+	s, kube := c.start(t, Config{TargetsFile: path})
+	before, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	s.writeTargets(s.buildWorld()) // nothing changed
+	if after, err := os.Stat(path); err != nil || !os.SameFile(before, after) {
+		t.Fatalf("a rebuild that changed no pod replaced the targets file (%v)", err)
+	}
+
+	moved := pods[0].DeepCopy()
+	moved.Status.PodIP = "10.42.7.7"
+	if _, err := kube.CoreV1().Pods(ns).UpdateStatus(context.Background(), moved, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		w := s.buildWorld()
+		if p := w.pods[podKey{ns, moved.Name}]; p != nil && p.ip == "10.42.7.7" {
+			s.writeTargets(w)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the simulator's cache never saw the pod's new IP")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	groups := readTargets(t, path)
+	if len(groups) != 1 || groups[0].Labels["__meta_kubernetes_pod_ip"] != "10.42.7.7" {
+		t.Errorf("targets after the pod moved: %+v", groups)
+	}
+}

@@ -37,17 +37,28 @@ type svcKey struct{ ns, name string }
 
 type podKey struct{ ns, name string }
 
-// objectVersion is one version of one object.
-type objectVersion struct {
-	uid types.UID
-	rv  string
-}
-
-// parsed is what parseSplit made of one version of a TrafficSplit.
+// parsed is what parseSplit made of one version of a TrafficSplit, with the keys that order it.
 type parsed struct {
 	apex  string
 	split split
 	err   error
+	uid   types.UID
+	order objectOrder
+}
+
+// objectOrder orders objects oldest first, ties by namespace and name: the order in which Gateway API gives
+// precedence, and a deterministic one.
+type objectOrder struct {
+	created  time.Time
+	ns, name string
+}
+
+func orderOf(o *unstructured.Unstructured) objectOrder {
+	return objectOrder{o.GetCreationTimestamp().Time, o.GetNamespace(), o.GetName()}
+}
+
+func (a objectOrder) compare(b objectOrder) int {
+	return cmp.Or(a.created.Compare(b.created), cmp.Compare(a.ns, b.ns), cmp.Compare(a.name, b.name))
 }
 
 func (k svcKey) String() string { return k.ns + "/" + k.name }
@@ -98,12 +109,17 @@ func (s *Sim) buildWorld() *world {
 	w.apexes = s.buildApexes()
 
 	byIP := map[string]podKey{}
+	s.podsNext = make(map[*corev1.Pod]*podInfo, len(s.pods))
+	defer func() { s.pods, s.podsNext = s.podsNext, nil }()
 	for _, o := range s.watch.list(kindPod) {
 		pod, ok := o.(*corev1.Pod)
-		if !ok || !meshed(pod) {
+		if !ok {
 			continue
 		}
-		p := s.podInfo(pod)
+		p := s.meshedPod(pod)
+		if p == nil {
+			continue
+		}
 		w.pods[p.key] = p
 		if p.ip != "" {
 			byIP[pod.Namespace+"/"+p.ip] = p.key
@@ -137,6 +153,25 @@ func (s *Sim) buildWorld() *world {
 		w.backends[k] = slices.Compact(eps)
 	}
 	return w
+}
+
+// meshedPod is podInfo for a meshed pod, nil for another, remembered for each version of a pod once its
+// owner is known: at 2,000 Deployments reading every pod's annotations and labels again on every rebuild was
+// a seventh of the simulator's work.
+func (s *Sim) meshedPod(pod *corev1.Pod) *podInfo {
+	if p, seen := s.pods[pod]; seen {
+		s.podsNext[pod] = p
+		return p
+	}
+	if !meshed(pod) {
+		s.podsNext[pod] = nil
+		return nil
+	}
+	p := s.podInfo(pod)
+	if p.resolved {
+		s.podsNext[pod] = p
+	}
+	return p
 }
 
 func meshed(pod *corev1.Pod) bool {
@@ -321,22 +356,24 @@ func (s *Sim) livePod(pk podKey) *corev1.Pod {
 }
 
 // parsedSplit is parseSplit, remembered for each version of a TrafficSplit seen by the last rebuild: at 2,000
-// Deployments parsing every split on every rebuild was a tenth of the simulator's work.
-func (s *Sim) parsedSplit(o *unstructured.Unstructured) (string, split, error) {
-	k := objectVersion{o.GetUID(), o.GetResourceVersion()}
-	p, ok := s.splits[k]
+// Deployments parsing every split on every rebuild was a tenth of the simulator's work, and reading the keys
+// that order them from the unstructured object another tenth.
+func (s *Sim) parsedSplit(o *unstructured.Unstructured) parsed {
+	p, ok := s.splits[o]
 	if !ok {
 		p.apex, p.split, p.err = parseSplit(o)
+		p.uid, p.order = o.GetUID(), orderOf(o)
 	}
-	s.splitsNext[k] = p
-	return p.apex, p.split, p.err
+	s.splitsNext[o] = p
+	return p
 }
 
 // buildApexes finds every Service that receives traffic and how it is routed.
 func (s *Sim) buildApexes() []*apex {
-	s.splitsNext = map[objectVersion]parsed{}
+	s.splitsNext = make(map[*unstructured.Unstructured]parsed, len(s.splits))
 	defer func() { s.splits, s.splitsNext = s.splitsNext, nil }()
-	apexes := map[svcKey]*apex{}
+	apexes := make(map[svcKey]*apex, len(s.splits))
+	winner := make(map[svcKey]parsed, len(s.splits)) // the oldest TrafficSplit of each apex
 	get := func(k svcKey) *apex {
 		a := apexes[k]
 		if a == nil {
@@ -355,19 +392,31 @@ func (s *Sim) buildApexes() []*apex {
 		}
 	}
 
-	splits := sortedObjects(s.watch.list(kindTrafficSplit))
-	for _, o := range splits {
-		name, sp, err := s.parsedSplit(o)
-		if err != nil {
-			s.warnOnce("ts/"+string(o.GetUID())+o.GetResourceVersion(), "skipping TrafficSplit", "name", o.GetNamespace()+"/"+o.GetName(), "err", err)
+	// The oldest split of an apex wins; finding it needs no sort of all of them.
+	for _, obj := range s.watch.list(kindTrafficSplit) {
+		o, ok := obj.(*unstructured.Unstructured)
+		if !ok {
 			continue
 		}
-		a := get(svcKey{o.GetNamespace(), name})
+		p := s.parsedSplit(o)
+		if p.err != nil {
+			s.warnOnce("ts/"+string(o.GetUID())+o.GetResourceVersion(), "skipping TrafficSplit", "name", o.GetNamespace()+"/"+o.GetName(), "err", p.err)
+			continue
+		}
+		k := svcKey{p.order.ns, p.apex}
+		a := get(k)
 		if a.split != nil {
-			s.warnOnce("ts-dup/"+string(o.GetUID()), "apex already has an older TrafficSplit; ignoring this one", "name", sp.name, "using", a.split.name)
-			continue
+			older, younger := winner[k], p
+			if p.order.compare(older.order) < 0 {
+				older, younger = p, older
+			}
+			s.warnOnce("ts-dup/"+string(younger.uid), "apex already has an older TrafficSplit; ignoring this one", "name", younger.split.name, "using", older.split.name)
+			if older.uid != p.uid {
+				continue
+			}
 		}
-		a.split = &sp
+		winner[k] = p
+		a.split = &p.split
 	}
 
 	routes := append(sortedObjects(s.watch.list(kindGatewayRoute)), sortedObjects(s.watch.list(kindPolicyRoute))...)
@@ -436,17 +485,14 @@ func sortObjects(objs []*unstructured.Unstructured) {
 	// Each key is read once: an unstructured object parses its creation timestamp from a string on every read,
 	// and comparing in place did that O(n log n) times per rebuild.
 	type keyed struct {
-		created  time.Time
-		ns, name string
-		obj      *unstructured.Unstructured
+		order objectOrder
+		obj   *unstructured.Unstructured
 	}
 	ks := make([]keyed, len(objs))
 	for i, o := range objs {
-		ks[i] = keyed{o.GetCreationTimestamp().Time, o.GetNamespace(), o.GetName(), o}
+		ks[i] = keyed{orderOf(o), o}
 	}
-	slices.SortStableFunc(ks, func(a, b keyed) int {
-		return cmp.Or(a.created.Compare(b.created), cmp.Compare(a.ns, b.ns), cmp.Compare(a.name, b.name))
-	})
+	slices.SortStableFunc(ks, func(a, b keyed) int { return a.order.compare(b.order) })
 	for i, k := range ks {
 		objs[i] = k.obj
 	}
