@@ -97,10 +97,14 @@ func (c *Cluster) startAPIServer(ctx context.Context, bin, etcdURL string) error
 		// The "kubernetes" Service would point at 127.0.0.1, which EndpointSlices reject; nothing in this
 		// cluster dials it anyway (no pod really runs).
 		"--endpoint-reconciler-type=none",
-		"--profiling=false",
 		// Benchmarks create thousands of objects quickly; the default limits would throttle them.
 		"--max-requests-inflight=2000",
 		"--max-mutating-requests-inflight=1000",
+	}
+	// CANARYD_APISERVER_PROFILING=1 serves /debug/pprof (to system:masters) for studying the API server's
+	// CPU under a benchmark; off by default, as in a hardened cluster.
+	if os.Getenv("CANARYD_APISERVER_PROFILING") == "" {
+		args = append(args, "--profiling=false")
 	}
 	p, err := c.run("kube-apiserver", bin, args, nil)
 	if err != nil {
