@@ -239,3 +239,37 @@ func BenchmarkCachedRouteRead(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkObserveInANamespaceOf observes foo in a namespace that also holds
+// n other Deployments' ReplicaSets (three each) and EndpointSlices (two
+// each): with the indexes the cost does not grow with n.
+func BenchmarkObserveInANamespaceOf(b *testing.B) {
+	for _, n := range []int{10, 1000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			objs := app(nil)
+			yes := true
+			for i := range n {
+				owner := fmt.Sprintf("app%04d", i)
+				for h := range 3 {
+					rs := replicaSet(fmt.Sprintf("%s-h%d", owner, h), types.UID(owner+"-uid"), "shop:v1", 1)
+					objs = append(objs, rs)
+				}
+				for _, svc := range []string{owner + "-stable", owner + "-canary"} {
+					objs = append(objs, &discoveryv1.EndpointSlice{
+						ObjectMeta: metav1.ObjectMeta{Name: svc + "-x", Namespace: "shop",
+							Labels: map[string]string{discoveryv1.LabelServiceName: svc, "canaryd.io/managed-by": owner}},
+						Endpoints: []discoveryv1.Endpoint{{Addresses: []string{"10.0.0.1"}, Conditions: discoveryv1.EndpointConditions{Ready: &yes}}},
+					})
+				}
+			}
+			r := newRig(b, objs...)
+			foo := r.c.mustCached(b, "foo")
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := r.c.observe(foo, true); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -29,7 +29,7 @@ import (
 // rig is a Controller on fake clients whose informers run, so a test can
 // sync a key, let the caches catch up, and look at what was written.
 type rig struct {
-	t      *testing.T
+	t      testing.TB
 	c      *Controller
 	client *fake.Clientset
 	dyn    *dynamicfake.FakeDynamicClient
@@ -44,7 +44,7 @@ func (passAnalyzer) Analyze(context.Context, analysis.Target) analysis.Result {
 	return analysis.Result{Verdict: analysis.Pass, Reason: "fine"}
 }
 
-func newRig(t *testing.T, objs ...runtime.Object) *rig {
+func newRig(t testing.TB, objs ...runtime.Object) *rig {
 	t.Helper()
 	client := fake.NewSimpleClientset(objs...)
 	client.Discovery().(*fakediscovery.FakeDiscovery).Resources = []*metav1.APIResourceList{{
@@ -279,7 +279,7 @@ func TestAStaleCacheNeverUndoesANewerDecision(t *testing.T) {
 	}
 }
 
-func (c *Controller) mustCached(t *testing.T, name string) *appsv1.Deployment {
+func (c *Controller) mustCached(t testing.TB, name string) *appsv1.Deployment {
 	d, err := c.sets[""].deployments.Deployments("shop").Get(name)
 	if err != nil {
 		t.Fatal(err)
