@@ -84,37 +84,13 @@ func TestTheCacheIndexesFindOneOwnersReplicaSetsAndOneServicesSlices(t *testing.
 	add(s.slices, slice("foo-canary-a", "shop", "foo-canary"))
 	add(s.slices, slice("foo-stable-a", "other", "foo-stable"))
 
-	names := func(objs []metav1.Object) []string {
-		var out []string
-		for _, o := range objs {
-			out = append(out, o.GetNamespace()+"/"+o.GetName())
-		}
-		slices.Sort(out)
-		return out
-	}
 	rsNames := func(uid types.UID) []string {
-		t.Helper()
 		got, err := s.replicaSetsOf(uid)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var objs []metav1.Object
-		for _, rs := range got {
-			objs = append(objs, rs)
-		}
-		return names(objs)
+		return keysOf(t, got, err)
 	}
 	sliceNames := func(ns, svc string) []string {
-		t.Helper()
 		got, err := s.endpointSlicesOf(ns, svc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var objs []metav1.Object
-		for _, sl := range got {
-			objs = append(objs, sl)
-		}
-		return names(objs)
+		return keysOf(t, got, err)
 	}
 	if got := rsNames("foo-uid"); !slices.Equal(got, []string{"shop/foo-1", "shop/foo-2"}) {
 		t.Errorf("foo's ReplicaSets: %v", got)
@@ -140,20 +116,40 @@ func TestTheCacheIndexesFindOneOwnersReplicaSetsAndOneServicesSlices(t *testing.
 	}
 }
 
+// goldenRoute is the HTTPRoute of a weighted step, as kube writes it.
+func goldenRoute(b *testing.B) *unstructured.Unstructured {
+	raw, err := os.ReadFile("testdata/httproute-weighted-step.yaml")
+	if err != nil {
+		b.Fatal(err)
+	}
+	u := &unstructured.Unstructured{}
+	if err := yaml.Unmarshal(raw, &u.Object); err != nil {
+		b.Fatal(err)
+	}
+	return u
+}
+
+// keysOf is the sorted namespace/name of objs; err fails the test.
+func keysOf[T metav1.Object](t *testing.T, objs []T, err error) []string {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, o := range objs {
+		out = append(out, o.GetNamespace()+"/"+o.GetName())
+	}
+	slices.Sort(out)
+	return out
+}
+
 // BenchmarkCacheHeapPerObject reports the live heap one cached object takes,
 // in the form canaryd caches it now and in the form it did before (a decoded
 // object with managedFields dropped; a typed ReplicaSet with its template
 // emptied): the HeapAlloc difference, after a collection, of 2,000 of them.
 func BenchmarkCacheHeapPerObject(b *testing.B) {
 	route := func(b *testing.B) *unstructured.Unstructured {
-		raw, err := os.ReadFile("testdata/httproute-weighted-step.yaml")
-		if err != nil {
-			b.Fatal(err)
-		}
-		u := &unstructured.Unstructured{}
-		if err := yaml.Unmarshal(raw, &u.Object); err != nil {
-			b.Fatal(err)
-		}
+		u := goldenRoute(b)
 		u.SetUID("route-uid")
 		u.SetResourceVersion("1234567")
 		u.SetCreationTimestamp(metav1.Now())
@@ -220,15 +216,7 @@ func BenchmarkCacheHeapPerObject(b *testing.B) {
 // BenchmarkCachedRouteRead is what a read of a compact route costs: it is
 // decoded again each time (observe reads it once per sync).
 func BenchmarkCachedRouteRead(b *testing.B) {
-	raw, err := os.ReadFile("testdata/httproute-weighted-step.yaml")
-	if err != nil {
-		b.Fatal(err)
-	}
-	u := &unstructured.Unstructured{}
-	if err := yaml.Unmarshal(raw, &u.Object); err != nil {
-		b.Fatal(err)
-	}
-	c, err := compactObject(u)
+	c, err := compactObject(goldenRoute(b))
 	if err != nil {
 		b.Fatal(err)
 	}
