@@ -404,11 +404,10 @@ func (s *Sim) buildApexes() []*apex {
 			continue
 		}
 		k := svcKey{p.order.ns, p.apex}
-		a := get(k)
-		if a.split != nil {
-			older, younger := winner[k], p
-			if p.order.compare(older.order) < 0 {
-				older, younger = p, older
+		if prev, ok := winner[k]; ok {
+			older, younger := prev, p
+			if p.order.compare(prev.order) < 0 {
+				older, younger = p, prev
 			}
 			s.warnOnce("ts-dup/"+string(younger.uid), "apex already has an older TrafficSplit; ignoring this one", "name", younger.split.name, "using", older.split.name)
 			if older.uid != p.uid {
@@ -416,7 +415,9 @@ func (s *Sim) buildApexes() []*apex {
 			}
 		}
 		winner[k] = p
-		a.split = &p.split
+	}
+	for k, p := range winner {
+		get(k).split = &p.split
 	}
 
 	routes := append(sortedObjects(s.watch.list(kindGatewayRoute)), sortedObjects(s.watch.list(kindPolicyRoute))...)
