@@ -1,6 +1,7 @@
 package kube
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"runtime"
@@ -12,7 +13,10 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	k8sruntime "k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	dynamicfake "k8s.io/client-go/dynamic/fake"
 	"k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/yaml"
 )
@@ -259,5 +263,35 @@ func BenchmarkObserveInANamespaceOf(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// The SMI router writes a cached split only when its weight or apex differs,
+// and reads the split back from the cache's compact form.
+func TestSMIApplyWritesOnlyWhatDiffers(t *testing.T) {
+	gvr := smiGVR("v1alpha1")
+	dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(k8sruntime.NewScheme(), map[schema.GroupVersionResource]string{gvr: "TrafficSplitList"})
+	r := &smiRouter{dyn: dyn, version: "v1alpha1"}
+	foo := fooDeployment(nil)
+	ctx := context.Background()
+	cached := func() cache.GenericLister {
+		u, err := dyn.Resource(gvr).Namespace("shop").Get(ctx, "foo", metav1.GetOptions{})
+		if err != nil {
+			return lister(t)
+		}
+		return lister(t, u)
+	}
+	for i, step := range []struct {
+		apex  string
+		milli int
+		write bool
+	}{{"foo", 100, true}, {"foo", 100, false}, {"foo", 500, true}, {"foo", 500, false}, {"foo-apex", 500, true}, {"foo-apex", 500, false}} {
+		wrote, err := r.apply(ctx, cached(), foo, parent{Name: step.apex}, step.milli)
+		if err != nil || wrote != step.write {
+			t.Fatalf("step %d (%s, %dm): wrote %v, %v; want %v", i, step.apex, step.milli, wrote, err, step.write)
+		}
+		if got, err := r.observe(cached(), "shop", "foo"); err != nil || got == nil || *got != step.milli {
+			t.Fatalf("step %d: observed %v, %v after applying %dm", i, got, err, step.milli)
+		}
 	}
 }

@@ -31,10 +31,10 @@ type smiRouter struct {
 	version string
 }
 
-// observe returns the canary weight in milli, or nil when there is no split
-// of canaryd's shape (absent, or edited into another shape: it is rewritten).
 func (r *smiRouter) gvr() schema.GroupVersionResource { return smiGVR(r.version) }
 
+// observe returns the canary weight in milli, or nil when there is no split
+// of canaryd's shape (absent, or edited into another shape: it is rewritten).
 func (r *smiRouter) observe(l cache.GenericLister, ns, foo string) (*int, error) {
 	obj, err := l.ByNamespace(ns).Get(foo)
 	if apierrors.IsNotFound(err) {
@@ -47,8 +47,17 @@ func (r *smiRouter) observe(l cache.GenericLister, ns, foo string) (*int, error)
 	if err != nil {
 		return nil, fmt.Errorf("reading TrafficSplit %s: %w", foo, err)
 	}
-	if !ok || !isOurs(u, foo) {
+	if !ok {
 		return nil, nil
+	}
+	return r.weightOf(u, foo), nil
+}
+
+// weightOf is the canary weight in milli that u carries, or nil when u is
+// not canaryd's split for foo.
+func (r *smiRouter) weightOf(u *unstructured.Unstructured, foo string) *int {
+	if !isOurs(u, foo) {
+		return nil
 	}
 	backends, _, _ := unstructured.NestedSlice(u.Object, "spec", "backends")
 	var stable, canary int64 = -1, -1
@@ -56,7 +65,7 @@ func (r *smiRouter) observe(l cache.GenericLister, ns, foo string) (*int, error)
 		m, _ := b.(map[string]any)
 		w, ok := r.weight(m["weight"])
 		if !ok {
-			return nil, nil
+			return nil
 		}
 		switch m["service"] {
 		case stableName(foo):
@@ -66,10 +75,10 @@ func (r *smiRouter) observe(l cache.GenericLister, ns, foo string) (*int, error)
 		}
 	}
 	if len(backends) != 2 || stable < 0 || canary < 0 || stable+canary != r.total() {
-		return nil, nil
+		return nil
 	}
 	milli := int(canary * 1000 / r.total())
-	return &milli, nil
+	return &milli
 }
 
 func (r *smiRouter) total() int64 {
@@ -145,7 +154,7 @@ func (r *smiRouter) apply(ctx context.Context, l cache.GenericLister, foo *appsv
 	if err != nil || !ok {
 		return false, fmt.Errorf("reading TrafficSplit %s: %w", foo.Name, errors.Join(err, fmt.Errorf("cached as %T", obj)))
 	}
-	if w, _ := r.observe(l, foo.Namespace, foo.Name); w != nil && *w == milli {
+	if w := r.weightOf(u, foo.Name); w != nil && *w == milli {
 		if svc, _, _ := unstructured.NestedString(u.Object, "spec", "service"); svc == apex.Name {
 			return false, nil
 		}
