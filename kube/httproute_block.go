@@ -185,8 +185,9 @@ func (c *Controller) watchServiceProfiles(s *informerSet, ns string) {
 	}
 	f := dynamicinformer.NewFilteredDynamicSharedInformerFactory(c.cfg.Dynamic, c.cfg.Resync, ns, nil)
 	inf := f.ForResource(profileGVR)
-	_ = inf.Informer().SetTransform(stripForCache)                                               // fails only once started
-	s.profiles = cache.NewGenericLister(inf.Informer().GetIndexer(), profileGVR.GroupResource()) // holds cachedObjects
+	_ = inf.Informer().SetTransform(stripForCache) // fails only once started
+	// The dynamic lister would insist on unstructured entries; these are cachedObjects.
+	s.profiles = cache.NewGenericLister(inf.Informer().GetIndexer(), profileGVR.GroupResource())
 	onObject(inf.Informer(), func(obj metav1.Object) {
 		apex := profileApex(obj.GetName(), obj.GetNamespace())
 		deps, err := s.deployments.Deployments(obj.GetNamespace()).List(labels.Everything())

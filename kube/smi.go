@@ -2,7 +2,6 @@ package kube
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 
@@ -151,8 +150,11 @@ func (r *smiRouter) apply(ctx context.Context, l cache.GenericLister, foo *appsv
 		return false, fmt.Errorf("reading TrafficSplit %s: %w", foo.Name, err)
 	}
 	u, ok, err := asUnstructured(obj)
-	if err != nil || !ok {
-		return false, fmt.Errorf("reading TrafficSplit %s: %w", foo.Name, errors.Join(err, fmt.Errorf("cached as %T", obj)))
+	if err != nil {
+		return false, fmt.Errorf("reading TrafficSplit %s: %w", foo.Name, err)
+	}
+	if !ok {
+		return false, fmt.Errorf("reading TrafficSplit %s: cached as %T", foo.Name, obj)
 	}
 	if w := r.weightOf(u, foo.Name); w != nil && *w == milli {
 		if svc, _, _ := unstructured.NestedString(u.Object, "spec", "service"); svc == apex.Name {
